@@ -1,0 +1,261 @@
+//! Configuration: `config/default.toml`, then the environment overlay
+//! (`config/<env>.toml`, env from `SESAME_ENV`, default `local`), then an optional
+//! `--config FILE`, then environment variables `SESAME__SECTION__KEY`.
+//!
+//! Owns the typed settings and `masked()` for printing them. Must never: print or
+//! log a secret (admin token, plate secret, Redis password).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Environment {
+    Local,
+    Test,
+    Production,
+}
+
+impl Environment {
+    pub fn from_env() -> Result<Environment, ConfigError> {
+        match std::env::var("SESAME_ENV").as_deref() {
+            Err(_) | Ok("local") | Ok("") => Ok(Environment::Local),
+            Ok("test") => Ok(Environment::Test),
+            Ok("production") => Ok(Environment::Production),
+            Ok(other) => Err(ConfigError(format!(
+                "SESAME_ENV={other:?}: expected local, test or production"
+            ))),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Environment::Local => "local",
+            Environment::Test => "test",
+            Environment::Production => "production",
+        }
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub environment: Environment,
+    pub server: ServerSettings,
+    pub store: StoreSettings,
+    pub admin: AdminSettings,
+    pub qr: QrSettings,
+    pub log: LogSettings,
+    pub idempotency: IdempotencySettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSettings {
+    pub bind: SocketAddr,
+    /// Base of every URL we print (plate URLs, poster links); no trailing slash.
+    pub public_base_url: String,
+    /// Worker threads; 0 = one per core.
+    pub workers: usize,
+    /// Seconds given to in-flight requests on SIGTERM.
+    pub shutdown_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreBackend {
+    Embedded,
+    Redis,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreSettings {
+    pub backend: StoreBackend,
+    pub path: PathBuf,
+    pub redis_url: String,
+    /// Prefix of every Redis key (lets several deployments share one server).
+    pub redis_prefix: String,
+    pub redis_timeout_ms: u64,
+    pub allow_volatile: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    /// Bearer token of the admin API; empty = generate one in the data dir.
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QrSettings {
+    /// Reverse-domain GUID in EMVCo tag 26 sub-tag 00.
+    pub emvco_guid: String,
+    /// Rendered images kept in memory (LRU), so a repeated request is not re-rendered.
+    pub render_cache_entries: usize,
+    /// Largest image edge in pixels a client may ask for.
+    pub max_size_px: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Pretty,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// `tracing` filter directive, e.g. `info,sesame=debug`; `RUST_LOG` wins.
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IdempotencySettings {
+    pub retention_hours: i64,
+    pub lease_secs: i64,
+}
+
+/// The directory holding `default.toml` and the overlays.
+pub fn config_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("SESAME_CONFIG_DIR") {
+        return PathBuf::from(dir);
+    }
+    let cwd = PathBuf::from("config");
+    if cwd.join("default.toml").exists() {
+        return cwd;
+    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config")
+}
+
+/// Loads the layered configuration. `extra` is `--config FILE` (must exist).
+pub fn load(extra: Option<&Path>) -> Result<Settings, ConfigError> {
+    let environment = Environment::from_env()?;
+    load_from(&config_dir(), environment, extra, true)
+}
+
+pub fn load_from(
+    dir: &Path,
+    environment: Environment,
+    extra: Option<&Path>,
+    use_env_vars: bool,
+) -> Result<Settings, ConfigError> {
+    let mut builder = config::Config::builder()
+        .add_source(config::File::from(dir.join("default.toml")).required(true))
+        .add_source(
+            config::File::from(dir.join(format!("{}.toml", environment.as_str()))).required(false),
+        )
+        .set_override("environment", environment.as_str())
+        .map_err(|e| ConfigError(e.to_string()))?;
+    if let Some(path) = extra {
+        if !path.exists() {
+            return Err(ConfigError(format!("{} does not exist", path.display())));
+        }
+        builder = builder.add_source(config::File::from(path).required(true));
+    }
+    if use_env_vars {
+        builder = builder.add_source(
+            config::Environment::with_prefix("SESAME")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+    }
+    let settings: Settings = builder
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|e| ConfigError(e.to_string()))?;
+    settings.validate()?;
+    Ok(settings)
+}
+
+impl Settings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let base = &self.server.public_base_url;
+        if !(base.starts_with("http://") || base.starts_with("https://")) || base.ends_with('/') {
+            return Err(ConfigError(format!(
+                "server.public_base_url {base:?} must start with http:// or https:// and have no trailing slash"
+            )));
+        }
+        let guid = &self.qr.emvco_guid;
+        if guid.is_empty() || guid.len() > 32 || !guid.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return Err(ConfigError(
+                "qr.emvco_guid must be 1..=32 ASCII characters".into(),
+            ));
+        }
+        if self.idempotency.retention_hours <= 0 || self.idempotency.lease_secs <= 0 {
+            return Err(ConfigError("idempotency timings must be positive".into()));
+        }
+        if self.qr.max_size_px < 64 {
+            return Err(ConfigError("qr.max_size_px must be at least 64".into()));
+        }
+        Ok(())
+    }
+
+    /// The settings as TOML with every secret replaced by `***`.
+    pub fn masked(&self) -> String {
+        let mut copy = self.clone();
+        if !copy.admin.token.is_empty() {
+            copy.admin.token = "***".into();
+        }
+        copy.store.redis_url = mask_url_password(&copy.store.redis_url);
+        toml_string(&copy)
+    }
+}
+
+fn toml_string(settings: &Settings) -> String {
+    // Serialize through serde_json to a toml-ish listing: section.key = value.
+    let value = serde_json::to_value(settings).unwrap_or_default();
+    let mut out = String::new();
+    if let serde_json::Value::Object(sections) = value {
+        for (section, body) in sections {
+            match body {
+                serde_json::Value::Object(keys) => {
+                    out.push_str(&format!("\n[{section}]\n"));
+                    for (key, v) in keys {
+                        out.push_str(&format!("{key} = {v}\n"));
+                    }
+                }
+                other => out.push_str(&format!("{section} = {other}\n")),
+            }
+        }
+    }
+    out.trim_start().to_owned()
+}
+
+/// `redis://user:secret@host` → `redis://user:***@host`.
+pub fn mask_url_password(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_owned();
+    };
+    let user = userinfo.split(':').next().unwrap_or("");
+    format!("{scheme}://{user}:***@{host}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masks_password_in_urls() {
+        assert_eq!(
+            mask_url_password("redis://:pw@h:6379/0"),
+            "redis://:***@h:6379/0"
+        );
+        assert_eq!(mask_url_password("redis://u:pw@h"), "redis://u:***@h");
+        assert_eq!(mask_url_password("redis://h:6379"), "redis://h:6379");
+    }
+}

@@ -1,0 +1,12 @@
+//! Sesame: a QR-code merchant payment aggregator (one plate, every wallet).
+//!
+//! Layout (DESIGN §1): `http` (routes, HTTP only) -> `services` (use cases, no actix
+//! types) -> `store` (the only code that knows tables, keys or Lua). `domain` holds
+//! the parsed types; `qr` payloads and rendering; `cli` the command line.
+
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod http;
+pub mod qr;
+pub mod store;

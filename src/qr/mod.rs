@@ -1,0 +1,4 @@
+//! QR payloads (URL and EMVCo MPM) and rendering (PNG, SVG, printable poster).
+
+pub mod emvco;
+pub mod render;

@@ -1,0 +1,4 @@
+//! Test harness: private Redis servers, fresh stores, the running app.
+
+pub mod redis_server;
+pub mod stores;
