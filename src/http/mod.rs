@@ -1,4 +1,53 @@
-//! HTTP edge: routes, extractors, middleware. Holds HTTP only; every decision is
-//! made in `services`.
+//! HTTP edge: routes, extractors, middleware. Holds HTTP only; every decision is made
+//! in `services`. The whole URL tree is in `configure` below.
 
+pub mod admin;
+pub mod extract;
+pub mod idempotent;
+pub mod merchant;
+pub mod middleware;
+pub mod ops;
+pub mod plates;
 pub mod request_id;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+
+use crate::error::{ApiError, ErrorCode};
+
+/// The URL tree. Each resource answers a wrong method with a JSON 405.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/healthz").route(web::get().to(ops::healthz)))
+        .service(resource("/readyz").route(web::get().to(ops::readyz)))
+        .service(resource("/metrics").route(web::get().to(ops::metrics)))
+        .service(
+            resource("/v1/merchants")
+                .route(web::post().to(admin::create_merchant))
+                .route(web::get().to(admin::list_merchants)),
+        )
+        .service(resource("/v1/merchants/{id}").route(web::get().to(admin::get_merchant)))
+        .service(
+            resource("/v1/merchants/{id}/plates")
+                .route(web::post().to(admin::create_plate))
+                .route(web::get().to(admin::list_plates)),
+        )
+        .service(
+            resource("/v1/merchants/{id}/api-keys").route(web::post().to(admin::rotate_api_key)),
+        )
+        .service(resource("/v1/qr").route(web::get().to(merchant::list_plates)))
+        .service(resource("/v1/plates/{id}/qr.png").route(web::get().to(plates::png)))
+        .service(resource("/v1/plates/{id}/qr.svg").route(web::get().to(plates::svg)))
+        .service(resource("/v1/plates/{id}/poster.svg").route(web::get().to(plates::poster)));
+}
+
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(ErrorCode::MethodNotAllowed))
+}
+
+/// Unknown paths: a JSON 404 from the code table.
+pub async fn not_found(_req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(ErrorCode::NotFound))
+}

@@ -1,6 +1,13 @@
 //! The one integration-test binary: everything runs through the real server
-//! (`spawn_app`) or the real store backends (private SQLite dir, private redis-server).
+//! (`spawn_app`), the real binary, or the real store backends (private SQLite dir,
+//! private redis-server).
 
 mod support;
 
+mod cli;
+mod errors;
+mod idempotency;
+mod merchants;
+mod ops;
+mod plates_render;
 mod store_conformance;

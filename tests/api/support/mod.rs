@@ -1,4 +1,5 @@
 //! Test harness: private Redis servers, fresh stores, the running app.
 
+pub mod app;
 pub mod redis_server;
 pub mod stores;

@@ -1,0 +1,167 @@
+//! Building and running the application: open the store, resolve secrets, bind the
+//! listener FIRST (so tests can use port 0 and read the real port), then serve.
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::{Server, ServerHandle};
+use actix_web::{App, HttpServer, middleware::from_fn, web};
+
+use crate::clock::{DynClock, SystemClock};
+use crate::config::Settings;
+use crate::domain::ids::random_bytes;
+use crate::http;
+use crate::metrics::Metrics;
+use crate::qr::render::RenderCache;
+use crate::qr::token::PlateTokens;
+use crate::services::admin_token::{self, AdminToken, Resolved};
+use crate::services::idempotency::Idempotency;
+use crate::store::{self, DynStore};
+
+/// Everything a request handler may use. Shared read-only across workers.
+pub struct AppState {
+    pub settings: Settings,
+    pub store: DynStore,
+    pub clock: DynClock,
+    pub admin: AdminToken,
+    pub tokens: PlateTokens,
+    pub idempotency: Idempotency,
+    pub renders: RenderCache,
+    pub metrics: Metrics,
+    /// Wallet brand names printed on posters.
+    pub accepted_wallets: Vec<String>,
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+    state: web::Data<AppState>,
+}
+
+/// Server-wide secrets live in the store, so every gateway sharing it agrees.
+pub const PLATE_TOKEN_SECRET: &str = "plate_token_key";
+pub const IDEMPOTENCY_SECRET: &str = "idempotency_response_key";
+
+pub async fn build_state(
+    settings: Settings,
+    clock: DynClock,
+) -> anyhow::Result<(AppState, Resolved)> {
+    let store = store::open(&settings.store).await?;
+    let health = store.health().await?;
+    if !health.durable {
+        tracing::warn!(durability = %health.durability, "store is VOLATILE: acknowledged writes can be lost on a crash");
+    }
+    let admin = admin_token::resolve(&settings.admin.token, &settings.store.path)?;
+    let plate_key = store
+        .secret(PLATE_TOKEN_SECRET, &random_bytes::<32>())
+        .await?;
+    let idem_key = store
+        .secret(IDEMPOTENCY_SECRET, &random_bytes::<32>())
+        .await?;
+    let idempotency = Idempotency::new(
+        store.clone(),
+        clock.clone(),
+        idem_key,
+        settings.idempotency.lease_secs * 1000,
+        settings.idempotency.retention_hours * 3_600_000,
+    );
+    let metrics = Metrics::default();
+    metrics.store_durable.store(
+        u64::from(health.durable),
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let state = AppState {
+        renders: RenderCache::new(settings.qr.render_cache_entries),
+        accepted_wallets: accepted_wallets(),
+        tokens: PlateTokens::new(&plate_key),
+        admin: admin.token().clone(),
+        idempotency,
+        metrics,
+        clock,
+        store,
+        settings,
+    };
+    Ok((state, admin))
+}
+
+/// Display names of the enabled wallet brands.
+pub fn accepted_wallets() -> Vec<String> {
+    ["MPay", "Alipay", "AlipayHK", "WeChat Pay", "Kakao Pay"]
+        .into_iter()
+        .map(str::to_owned)
+        .collect()
+}
+
+impl Application {
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(
+        settings: Settings,
+        clock: DynClock,
+    ) -> anyhow::Result<Application> {
+        let (state, admin) = build_state(settings, clock).await?;
+        if let Resolved::Generated(token, path) = &admin {
+            // Printed once, on the start that created it; never logged.
+            println!(
+                "Generated the admin API token (stored in {}, shown only now):\n  {}",
+                path.display(),
+                token.expose()
+            );
+        }
+        let listener = TcpListener::bind(state.settings.server.bind)?;
+        let port = listener.local_addr()?.port();
+        let state = web::Data::new(state);
+        let server = run(listener, state.clone())?;
+        Ok(Application {
+            port,
+            server,
+            state,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn state(&self) -> web::Data<AppState> {
+        self.state.clone()
+    }
+
+    pub fn handle(&self) -> ServerHandle {
+        self.server.handle()
+    }
+
+    /// Serves until SIGTERM / SIGINT (graceful: in-flight requests finish) or `stop`.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+fn run(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result<Server> {
+    let settings = &state.settings.server;
+    let workers = if settings.workers == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2)
+    } else {
+        settings.workers
+    };
+    let shutdown = settings.shutdown_timeout_secs;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(http::extract::query_config())
+            .app_data(http::extract::path_config())
+            .app_data(web::PayloadConfig::new(http::extract::MAX_BODY))
+            .wrap(from_fn(http::middleware::observe))
+            .configure(http::configure)
+            .default_service(web::to(http::not_found))
+    })
+    .workers(workers)
+    .shutdown_timeout(shutdown)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

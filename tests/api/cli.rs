@@ -1,0 +1,316 @@
+//! The `sesame` binary: qr decode/encode/render, config masking, merchant commands,
+//! and `serve` (admin token printed once, graceful SIGTERM).
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+const SGQR: &str = "00020101021126490009SG.PAYNOW010120210202012345X0301104082021123151820007SG.SGQR0113202012345X123020701.000103068286710402010503123060400000708201912315204000053037025802SG5911RATINAN LEE6009SINGAPORE610682876162140110987654321X630429FD";
+const MACAU: &str = "00020101021126290014mo.example.pay0107M0001235204581253034465802MO5911SAMPLE CAFE6005MACAU62110307STORE016304E42D";
+
+fn sesame() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sesame"));
+    command
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("SESAME_ENV", "test")
+        .env_remove("RUST_LOG");
+    command
+}
+
+fn decode(payload: &str) -> std::process::Output {
+    sesame().args(["qr", "decode", payload]).output().unwrap()
+}
+
+#[test]
+fn qr_decode_prints_nested_objects_for_other_schemes() {
+    let out = decode(SGQR);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["crc_valid"], true);
+    assert_eq!(json["objects"]["26"]["00"], "SG.PAYNOW");
+    assert_eq!(json["objects"]["51"]["00"], "SG.SGQR");
+    assert_eq!(json["objects"]["59"], "RATINAN LEE");
+    let out = decode(MACAU);
+    assert!(out.status.success());
+    let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["objects"]["26"]["00"], "mo.example.pay");
+    assert_eq!(json["objects"]["62"]["03"], "STORE01");
+}
+
+#[test]
+fn qr_decode_names_the_fault_and_fails() {
+    let wrong_crc = MACAU.replace("E42D", "E42E");
+    let truncated = &MACAU[..MACAU.len() - 10];
+    let duplicate = MACAU.replacen("5802MO", "5802MO5802MO", 1);
+    let not_first = MACAU.replacen("000201", "", 1);
+    let bad_length = MACAU.replacen("5911SAMPLE", "59xxSAMPLE", 1);
+    for (payload, needle) in [
+        (wrong_crc.as_str(), "crc"),
+        (truncated, ""),
+        (duplicate.as_str(), "duplicate"),
+        (not_first.as_str(), "00"),
+        (bad_length.as_str(), ""),
+        ("", ""),
+    ] {
+        let out = decode(payload);
+        assert!(!out.status.success(), "{payload:?} accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+        assert!(
+            stderr.to_lowercase().contains(needle),
+            "{needle} in {stderr}"
+        );
+    }
+}
+
+#[test]
+fn qr_encode_then_decode_round_trips_and_render_writes_a_png() {
+    let out = sesame()
+        .args([
+            "qr",
+            "encode",
+            "--merchant-id",
+            "m_0123456789abcdef",
+            "--url",
+            "https://pay.example/q/abc",
+            "--name",
+            "Cafe",
+            "--city",
+            "MACAU",
+            "--amount",
+            "9.90",
+            "--name-zh",
+            "咖啡",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let payload = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let json: Value = serde_json::from_slice(&decode(&payload).stdout).unwrap();
+    assert_eq!(json["objects"]["54"], "9.90");
+    assert_eq!(json["objects"]["64"]["01"], "咖啡");
+    let out = sesame()
+        .args([
+            "qr",
+            "encode",
+            "--merchant-id",
+            "m",
+            "--url",
+            "u",
+            "--name",
+            &"N".repeat(26),
+            "--city",
+            "MACAU",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("59"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("plate.png");
+    let out = sesame()
+        .args([
+            "qr",
+            "render",
+            &payload,
+            "--out",
+            file.to_str().unwrap(),
+            "--size",
+            "300",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let image = image::open(&file).unwrap().to_luma8();
+    let mut prepared = rqrr::PreparedImage::prepare(image);
+    assert_eq!(prepared.detect_grids()[0].decode().unwrap().1, payload);
+    let out = sesame()
+        .args(["qr", "render", &payload, "--size", "5"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn config_prints_the_merged_settings_with_secrets_masked() {
+    let out = sesame()
+        .args(["config"])
+        .env("SESAME__ADMIN__TOKEN", "super-secret-admin")
+        .env(
+            "SESAME__STORE__REDIS_URL",
+            "redis://:hunter2@10.0.0.1:6379/0",
+        )
+        .env("SESAME__SERVER__PUBLIC_BASE_URL", "https://pay.example.mo")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        !text.contains("super-secret-admin") && !text.contains("hunter2"),
+        "{text}"
+    );
+    assert!(text.contains("***"));
+    assert!(
+        text.contains("https://pay.example.mo"),
+        "env override applied"
+    );
+    let out = sesame()
+        .args(["config"])
+        .env("SESAME__SERVER__PUBLIC_BASE_URL", "pay.example.mo/")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "invalid config is refused");
+    let out = sesame()
+        .args(["config", "--config", "/nonexistent/sesame.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+}
+
+#[test]
+fn merchant_commands_use_the_configured_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let out = sesame()
+        .args([
+            "merchant",
+            "create",
+            "--name",
+            "Cafe",
+            "--city",
+            "MACAU",
+            "--country",
+            "MO",
+            "--mcc",
+            "5812",
+            "--currency",
+            "MOP",
+        ])
+        .env("SESAME__STORE__PATH", data)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(created["api_key"].as_str().unwrap().starts_with("sk_"));
+    let out = sesame()
+        .args([
+            "merchant",
+            "create",
+            "--name",
+            "Cafe",
+            "--city",
+            "MACAU",
+            "--country",
+            "Macau",
+            "--mcc",
+            "5812",
+            "--currency",
+            "MOP",
+        ])
+        .env("SESAME__STORE__PATH", data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("country"));
+    let out = sesame()
+        .args(["merchant", "list"])
+        .env("SESAME__STORE__PATH", data)
+        .output()
+        .unwrap();
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["id"], created["merchant"]["id"]);
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A running `sesame serve` and the reader collecting its standard output.
+struct Server {
+    child: std::process::Child,
+    stdout: std::thread::JoinHandle<Vec<String>>,
+}
+
+/// Starts `sesame serve` on `port` and waits until it accepts connections.
+fn start_server(data: &str, port: u16) -> Server {
+    let mut child = sesame()
+        .arg("serve")
+        .env("SESAME__STORE__PATH", data)
+        .env("SESAME__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env("SESAME__ADMIN__TOKEN", "")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let stdout =
+        std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).collect());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Server { child, stdout }
+}
+
+/// SIGTERM, then the exit status and everything it printed.
+fn stop(mut server: Server) -> (std::process::ExitStatus, Vec<String>) {
+    // SAFETY: sending a signal to our own child process.
+    unsafe {
+        libc::kill(server.child.id() as i32, libc::SIGTERM);
+    }
+    let status = server.child.wait().unwrap();
+    (status, server.stdout.join().unwrap())
+}
+
+#[test]
+fn serve_prints_a_generated_admin_token_once_and_stops_gracefully_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap();
+    let port = free_port();
+    let server = start_server(data, port);
+    let token = std::fs::read_to_string(dir.path().join("admin_token")).unwrap();
+    let (status, lines) = stop(server);
+    assert!(status.success(), "graceful exit: {status:?}");
+    assert!(
+        lines.iter().any(|l| l.contains(token.trim())),
+        "token printed on first start: {lines:?}"
+    );
+
+    let port = free_port();
+    let server = start_server(data, port);
+    let (status, lines) = stop(server);
+    assert!(status.success());
+    assert!(
+        !lines.iter().any(|l| l.contains(token.trim())),
+        "not printed again"
+    );
+}
