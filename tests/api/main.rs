@@ -3,4 +3,5 @@
 
 mod support;
 
+mod redis_durability;
 mod store_conformance;
