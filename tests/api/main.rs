@@ -10,4 +10,5 @@ mod idempotency;
 mod merchants;
 mod ops;
 mod plates_render;
+mod redis_durability;
 mod store_conformance;

@@ -12,6 +12,7 @@ pub struct RedisServer {
     child: Child,
     port: u16,
     dir: tempfile::TempDir,
+    extra: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -28,35 +29,17 @@ impl RedisServer {
 
     /// Starts with extra arguments (e.g. AOF off, to test the refusal).
     pub async fn start_with(extra: &[&str]) -> RedisServer {
+        let extra: Vec<String> = extra.iter().map(|a| (*a).to_owned()).collect();
         for _attempt in 0..5 {
             let dir = tempfile::tempdir().expect("temp dir");
             let port = free_port();
-            let mut command = Command::new("redis-server");
-            command
-                .arg("--port")
-                .arg(port.to_string())
-                .arg("--bind")
-                .arg("127.0.0.1")
-                .arg("--dir")
-                .arg(dir.path())
-                .arg("--save")
-                .arg("")
-                .arg("--daemonize")
-                .arg("no")
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null());
-            // SAFETY: prctl is async-signal-safe; it only sets this child's death signal.
-            unsafe {
-                command.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
-            let child = command
-                .spawn()
-                .expect("redis-server must be installed (see .ci/run)");
-            let mut server = RedisServer { child, port, dir };
+            let child = spawn(port, dir.path(), &extra);
+            let mut server = RedisServer {
+                child,
+                port,
+                dir,
+                extra: extra.clone(),
+            };
             if server.wait_ready().await {
                 return server;
             }
@@ -64,6 +47,27 @@ impl RedisServer {
             let _ = server.child.kill();
         }
         panic!("could not start a private redis-server");
+    }
+
+    /// kill -9, then a new redis-server on the same port, dir and arguments: what a
+    /// crash and a supervisor restart look like. It reloads the AOF before answering.
+    pub async fn restart(&mut self) {
+        self.kill();
+        for _attempt in 0..50 {
+            self.child = spawn(self.port, self.dir.path(), &self.extra);
+            if self.wait_ready().await {
+                return;
+            }
+            // The old socket may linger for a moment: try again.
+            self.kill();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("could not restart the private redis-server");
+    }
+
+    /// The server's process id (to pause it with SIGSTOP).
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("pid fits i32")
     }
 
     async fn wait_ready(&mut self) -> bool {
@@ -76,10 +80,10 @@ impl RedisServer {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
                 if stream.write_all(b"PING\r\n").await.is_ok() {
                     let mut buf = [0u8; 16];
-                    if let Ok(n) = stream.read(&mut buf).await {
-                        if buf[..n].starts_with(b"+PONG") {
-                            return true;
-                        }
+                    if let Ok(n) = stream.read(&mut buf).await
+                        && buf[..n].starts_with(b"+PONG")
+                    {
+                        return true;
                     }
                 }
             }
@@ -105,6 +109,34 @@ impl RedisServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn spawn(port: u16, dir: &std::path::Path, extra: &[String]) -> Child {
+    let mut command = Command::new("redis-server");
+    command
+        .arg("--port")
+        .arg(port.to_string())
+        .arg("--bind")
+        .arg("127.0.0.1")
+        .arg("--dir")
+        .arg(dir)
+        .arg("--save")
+        .arg("")
+        .arg("--daemonize")
+        .arg("no")
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: prctl is async-signal-safe; it only sets this child's death signal.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    command
+        .spawn()
+        .expect("redis-server must be installed (see .ci/run)")
 }
 
 impl Drop for RedisServer {
