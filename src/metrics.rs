@@ -7,9 +7,12 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+/// (method, route pattern, status) -> (count, total seconds)
+type RequestTable = BTreeMap<(String, String, u16), (u64, f64)>;
+
 #[derive(Default)]
 pub struct Metrics {
-    requests: Mutex<BTreeMap<(String, String, u16), (u64, f64)>>,
+    requests: Mutex<RequestTable>,
     pub idempotent_replays: AtomicU64,
     pub store_durable: AtomicU64,
 }

@@ -152,7 +152,7 @@ impl FromRequest for MerchantAuth {
 /// Either the operator (admin token) or one merchant (its API key).
 pub enum Caller {
     Admin,
-    Merchant(Merchant),
+    Merchant(Box<Merchant>),
 }
 
 impl FromRequest for Caller {
@@ -170,7 +170,7 @@ impl FromRequest for Caller {
             }
             merchant_for_key(&state, &token)
                 .await?
-                .map(Caller::Merchant)
+                .map(|m| Caller::Merchant(Box::new(m)))
                 .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized))
         })
     }

@@ -36,7 +36,7 @@ async fn visible_plate(
     let id = PlateId::parse(id).ok_or_else(not_found)?;
     let plate = state.store.plate(&id).await?.ok_or_else(not_found)?;
     let merchant = match caller {
-        Caller::Merchant(m) if m.id == plate.merchant_id => m.clone(),
+        Caller::Merchant(m) if m.id == plate.merchant_id => (**m).clone(),
         Caller::Merchant(_) => return Err(not_found()),
         Caller::Admin => state
             .store
@@ -75,16 +75,34 @@ fn poster_names<'a>(merchant: &'a Merchant, lang: Option<&str>) -> Result<Vec<&'
                 ));
             }
         };
-        if let Some(name) = name {
-            if !names.contains(&name) {
-                names.push(name);
-            }
+        if let Some(name) = name
+            && !names.contains(&name)
+        {
+            names.push(name);
         }
     }
     if names.is_empty() {
         names.push(merchant.name.as_str());
     }
     Ok(names)
+}
+
+/// Owned poster texts, so they can move to the blocking pool.
+struct PosterInputs {
+    names: Vec<String>,
+    label: String,
+    amount: Option<String>,
+    wallets: Vec<String>,
+}
+
+fn poster_of(inputs: &PosterInputs) -> Poster<'_> {
+    Poster {
+        names: inputs.names.iter().map(String::as_str).collect(),
+        label: &inputs.label,
+        amount: inputs.amount.as_deref(),
+        wallets: inputs.wallets.iter().map(String::as_str).collect(),
+        footer: None,
+    }
 }
 
 async fn image(
@@ -115,23 +133,17 @@ async fn image(
         .collect();
     let wallets = state.accepted_wallets.clone();
     let label = plate.label.clone();
-    let poster_inputs = (kind == Kind::Poster).then_some((names, label, amount, wallets));
-
-    let poster = |inputs: &(Vec<String>, String, Option<String>, Vec<String>)| {
-        let (names, label, amount, wallets) = inputs;
-        Poster {
-            names: names.iter().map(String::as_str).collect(),
-            label,
-            amount: amount.as_deref(),
-            wallets: wallets.iter().map(String::as_str).collect(),
-            footer: None,
-        }
-    };
+    let poster_inputs = (kind == Kind::Poster).then_some(PosterInputs {
+        names,
+        label,
+        amount,
+        wallets,
+    });
     let etag = RenderCache::etag_for(
         kind,
         &payload,
         &params,
-        poster_inputs.as_ref().map(poster).as_ref(),
+        poster_inputs.as_ref().map(poster_of).as_ref(),
     );
     let cache_control = (header::CACHE_CONTROL, "private, max-age=3600");
     let not_modified = req
@@ -154,7 +166,7 @@ async fn image(
             kind,
             &payload,
             &params,
-            poster_inputs.as_ref().map(poster).as_ref(),
+            poster_inputs.as_ref().map(poster_of).as_ref(),
         )
     })
     .await

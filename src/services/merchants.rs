@@ -415,7 +415,8 @@ mod tests {
 
     #[test]
     fn each_bad_field_is_named() {
-        let cases: Vec<(&str, Box<dyn Fn(&mut CreateMerchantRequest)>)> = vec![
+        type Mutation = Box<dyn Fn(&mut CreateMerchantRequest)>;
+        let cases: Vec<(&str, Mutation)> = vec![
             ("name", Box::new(|r| r.name = "".into())),
             ("name", Box::new(|r| r.name = "x".repeat(26))),
             ("name", Box::new(|r| r.name = "南灣".into())),

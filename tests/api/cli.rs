@@ -273,12 +273,28 @@ fn start_server(data: &str, port: u16) -> Server {
     let out = child.stdout.take().unwrap();
     let stdout =
         std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).collect());
+    // Ready means /healthz answers (signal handlers are installed by then), not merely
+    // that the port accepts: the listener is bound before the server starts.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while !healthz_ok(port) {
         assert!(Instant::now() < deadline, "server did not start");
         std::thread::sleep(Duration::from_millis(50));
     }
     Server { child, stdout }
+}
+
+fn healthz_ok(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200")
 }
 
 /// SIGTERM, then the exit status and everything it printed.

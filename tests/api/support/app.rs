@@ -105,7 +105,6 @@ pub struct Onboarded {
     pub id: String,
     pub api_key: String,
     pub plate: Value,
-    pub body: Value,
 }
 
 impl TestApp {
@@ -169,7 +168,6 @@ impl TestApp {
             id: body["merchant"]["id"].as_str().expect("id").to_owned(),
             api_key: body["api_key"].as_str().expect("key").to_owned(),
             plate: body["plate"].clone(),
-            body,
         }
     }
 
