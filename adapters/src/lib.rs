@@ -1,1 +1,2 @@
 pub mod money;
+pub mod sandbox;
