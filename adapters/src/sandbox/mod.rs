@@ -210,9 +210,9 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 
 impl DispatcherInner {
     async fn deliver_until_acked(&self, callback: Outgoing) {
-        let mut delays = std::iter::once(Duration::ZERO).chain(self.schedule.iter().copied());
+        let delays = std::iter::once(Duration::ZERO).chain(self.schedule.iter().copied());
         let mut attempt = 0;
-        while let Some(delay) = delays.next() {
+        for delay in delays {
             attempt += 1;
             if !delay.is_zero() {
                 tokio::time::sleep(self.time.scale(delay)).await;
