@@ -7,6 +7,8 @@ use std::sync::Arc;
 use actix_web::dev::{Server, ServerHandle};
 use actix_web::{App, HttpServer, middleware::from_fn, web};
 
+use sesame_adapters::brands::BrandRegistry;
+
 use crate::clock::{DynClock, SystemClock};
 use crate::config::Settings;
 use crate::domain::ids::random_bytes;
@@ -46,6 +48,7 @@ pub async fn build_state(
     settings: Settings,
     clock: DynClock,
 ) -> anyhow::Result<(AppState, Resolved)> {
+    let brands = BrandRegistry::default_registry()?;
     let store = store::open(&settings.store).await?;
     let health = store.health().await?;
     if !health.durable {
@@ -72,7 +75,7 @@ pub async fn build_state(
     );
     let state = AppState {
         renders: RenderCache::new(settings.qr.render_cache_entries),
-        accepted_wallets: accepted_wallets(),
+        accepted_wallets: accepted_wallets(&brands),
         tokens: PlateTokens::new(&plate_key),
         admin: admin.token().clone(),
         idempotency,
@@ -84,12 +87,9 @@ pub async fn build_state(
     Ok((state, admin))
 }
 
-/// Display names of the enabled wallet brands.
-pub fn accepted_wallets() -> Vec<String> {
-    ["MPay", "Alipay", "AlipayHK", "WeChat Pay", "Kakao Pay"]
-        .into_iter()
-        .map(str::to_owned)
-        .collect()
+/// English display names of the enabled wallet brands, in registry order.
+pub fn accepted_wallets(brands: &BrandRegistry) -> Vec<String> {
+    brands.enabled().map(|b| b.names().en.clone()).collect()
 }
 
 impl Application {
