@@ -289,6 +289,68 @@ async fn deliveries(dispatcher: web::Data<Dispatcher>) -> HttpResponse {
     HttpResponse::Ok().json(dispatcher.deliveries())
 }
 
+/// Key material that wires one adapter to its sandbox in local mode: the merchant's
+/// RSA key (the adapter signs with it; the sandbox verifies with its public half), the
+/// wallet's RSA key (the sandbox signs with it; the adapter verifies), and a shared
+/// symmetric secret where the protocol has one (WeChat APIv3/v2 keys, Kakao secret key).
+/// The gateway generates it on first start and keeps the PEM form in its store.
+#[derive(Clone)]
+pub struct LocalKeys {
+    pub merchant: crate::crypto::RsaPrivateKey,
+    pub wallet: crate::crypto::RsaPrivateKey,
+    pub secret: [u8; 32],
+}
+
+impl std::fmt::Debug for LocalKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LocalKeys(***)")
+    }
+}
+
+/// Serialised [`LocalKeys`]: two PKCS#8 PEMs and the hex secret.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct LocalKeysPem {
+    pub merchant_pem: String,
+    pub wallet_pem: String,
+    pub secret_hex: String,
+}
+
+impl LocalKeys {
+    pub fn generate() -> Result<LocalKeys, crate::crypto::CryptoError> {
+        let mut secret = [0u8; 32];
+        secret.copy_from_slice(&crate::crypto::random_bytes(32)?);
+        Ok(LocalKeys {
+            merchant: crate::crypto::RsaPrivateKey::generate_2048()?,
+            wallet: crate::crypto::RsaPrivateKey::generate_2048()?,
+            secret,
+        })
+    }
+
+    pub fn to_pem(&self) -> Result<LocalKeysPem, crate::crypto::CryptoError> {
+        Ok(LocalKeysPem {
+            merchant_pem: self.merchant.to_pkcs8_pem()?,
+            wallet_pem: self.wallet.to_pkcs8_pem()?,
+            secret_hex: hex::encode(self.secret),
+        })
+    }
+
+    pub fn from_pem(pem: &LocalKeysPem) -> Result<LocalKeys, crate::crypto::CryptoError> {
+        let bytes = hex::decode(&pem.secret_hex)
+            .ok()
+            .filter(|b| b.len() == 32)
+            .ok_or(crate::crypto::CryptoError::KeyRejected(
+                "local secret must be 32 hex-encoded bytes",
+            ))?;
+        let mut secret = [0u8; 32];
+        secret.copy_from_slice(&bytes);
+        Ok(LocalKeys {
+            merchant: crate::crypto::RsaPrivateKey::from_pem(&pem.merchant_pem)?,
+            wallet: crate::crypto::RsaPrivateKey::from_pem(&pem.wallet_pem)?,
+            secret,
+        })
+    }
+}
+
 /// What a sandbox test payment code does when charged, by its last four digits:
 /// `0000`..`0999` pay at once, `1000`..`1999` need the shopper to confirm (pending
 /// until `POST <sandbox>/codes/{code}/confirm`, or automatically after `confirm_after`
