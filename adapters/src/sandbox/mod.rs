@@ -294,7 +294,6 @@ async fn deliveries(dispatcher: web::Data<Dispatcher>) -> HttpResponse {
 /// wallet's RSA key (the sandbox signs with it; the adapter verifies), and a shared
 /// symmetric secret where the protocol has one (WeChat APIv3/v2 keys, Kakao secret key).
 /// The gateway generates it on first start and keeps the PEM form in its store.
-#[derive(Clone)]
 pub struct LocalKeys {
     pub merchant: crate::crypto::RsaPrivateKey,
     pub wallet: crate::crypto::RsaPrivateKey,
