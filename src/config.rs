@@ -53,6 +53,7 @@ pub struct Settings {
     pub qr: QrSettings,
     pub log: LogSettings,
     pub idempotency: IdempotencySettings,
+    pub wallets: WalletSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -124,6 +125,25 @@ pub struct LogSettings {
 pub struct IdempotencySettings {
     pub retention_hours: i64,
     pub lease_secs: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WalletMode {
+    /// Every adapter talks to its wallet's sandbox (mounted in this server).
+    Sandbox,
+    /// No wallet adapters: onboarding and plates work, payments are refused.
+    Disabled,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WalletSettings {
+    pub mode: WalletMode,
+    /// Where adapters reach the sandboxes; empty = this gateway's listener + `/sandbox`.
+    pub sandbox_base_url: String,
+    /// Wallet time is divided by this in the sandboxes (retry schedules, confirmations).
+    pub sandbox_speedup: u32,
 }
 
 /// The directory holding `default.toml` and the overlays.

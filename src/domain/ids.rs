@@ -119,6 +119,36 @@ macro_rules! prefixed_id {
 
 prefixed_id!(MerchantId, "m_", 10);
 prefixed_id!(PlateId, "pl_", 12);
+prefixed_id!(OrderId, "o_", 18);
+prefixed_id!(RefundId, "r_", 18);
+prefixed_id!(EventId, "evt_", 12);
+
+/// Orders and refunds carry their merchant in their id (10 merchant bytes + 8 random
+/// bytes, 31 characters: within every wallet's merchant order number limit). A wallet
+/// callback names only our id, so the merchant — and with it the store partition — is
+/// known without a global index.
+macro_rules! merchant_scoped_id {
+    ($name:ident) => {
+        impl $name {
+            pub fn generate_for(merchant: &MerchantId) -> Self {
+                let mut bytes = [0u8; 18];
+                bytes[..10].copy_from_slice(&merchant.to_bytes());
+                bytes[10..].copy_from_slice(&random_bytes::<8>());
+                Self::from_bytes(&bytes)
+            }
+
+            pub fn merchant(&self) -> MerchantId {
+                let bytes = self.to_bytes();
+                let mut merchant = [0u8; 10];
+                merchant.copy_from_slice(&bytes[..10]);
+                MerchantId::from_bytes(&merchant)
+            }
+        }
+    };
+}
+
+merchant_scoped_id!(OrderId);
+merchant_scoped_id!(RefundId);
 
 #[cfg(test)]
 mod tests {
@@ -144,6 +174,24 @@ mod tests {
         ] {
             assert!(MerchantId::parse(bad).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn order_and_refund_ids_name_their_merchant_and_fit_wallet_limits() {
+        let merchant = MerchantId::generate();
+        let order = OrderId::generate_for(&merchant);
+        assert_eq!(order.merchant(), merchant);
+        assert!(order.as_str().len() <= 32, "{order}");
+        assert!(
+            order
+                .as_str()
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        );
+        let refund = RefundId::generate_for(&merchant);
+        assert_eq!(refund.merchant(), merchant);
+        assert_ne!(OrderId::generate_for(&merchant), order);
+        assert!(OrderId::parse(refund.as_str()).is_none());
     }
 
     #[test]

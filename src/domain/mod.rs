@@ -3,11 +3,15 @@
 //! Owns the types that are parsed once at the edge and trusted inside.
 //! Must never: know about HTTP, SQL, Redis or wallets' wire formats.
 
+pub mod event;
 pub mod ids;
+pub mod ledger;
 pub mod merchant;
+pub mod order;
 pub mod plate;
+pub mod refund;
 
-pub use ids::{MerchantId, PlateId};
+pub use ids::{EventId, MerchantId, OrderId, PlateId, RefundId};
 pub use merchant::{ApiKey, ApiKeyRecord, Merchant, MerchantStatus, NewMerchant};
 pub use plate::{PayloadFormat, Plate};
 

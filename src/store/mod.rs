@@ -12,8 +12,16 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use sesame_adapters::money::Currency;
+
 use crate::config::StoreSettings;
-use crate::domain::{ApiKeyRecord, Merchant, MerchantId, Plate, PlateId, UnixMillis};
+use crate::domain::event::{DeliveryStatus, Event};
+use crate::domain::ledger::LedgerEntry;
+use crate::domain::order::{Order, OrderStatus};
+use crate::domain::refund::Refund;
+use crate::domain::{
+    ApiKeyRecord, EventId, Merchant, MerchantId, OrderId, Plate, PlateId, RefundId, UnixMillis,
+};
 
 pub mod embedded;
 pub mod redis;
@@ -36,6 +44,10 @@ pub enum StoreError {
     /// The backend refuses to run with this configuration (e.g. Redis without AOF).
     #[error("store misconfigured: {0}")]
     Misconfigured(String),
+    /// The caller asked for something inconsistent (an unbalanced ledger entry, an
+    /// order change whose version does not follow the expected one): a bug, not input.
+    #[error("invalid change: {0}")]
+    Invalid(&'static str),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -108,7 +120,7 @@ pub struct IdemClock {
 }
 
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: PaymentStore + Send + Sync + 'static {
     /// Checks the store answers and reports its durability.
     async fn health(&self) -> StoreResult<StoreHealth>;
 
@@ -173,6 +185,163 @@ pub trait Store: Send + Sync + 'static {
         scope: &IdemScope,
         key: &str,
         lease: &LeaseToken,
+    ) -> StoreResult<bool>;
+}
+
+/// ONE atomic change to an order and everything that goes with it (DESIGN §4, the
+/// callback commit): dedupe the wallet event, move the order (compare-and-set on its
+/// version), record a refund, post a balanced ledger entry, enqueue a merchant event.
+/// Either all of it is written, durably, or none of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OrderChange {
+    /// The order's new state. `order.version` must be `expected_version + 1`.
+    pub order: Order,
+    /// The version the caller read; 0 inserts a new order (which must not exist).
+    pub expected_version: u64,
+    /// Wallet-event or operation key, unique per merchant and kept forever: when it was
+    /// already recorded the whole change is a `Duplicate` and nothing is written.
+    pub dedupe_key: Option<String>,
+    /// Inserted, or replacing the refund with the same id.
+    pub refund: Option<Refund>,
+    /// Appended to the book; its postings must balance. An entry id already in the
+    /// book makes the change a `Duplicate` (postings are idempotent by entry id).
+    pub entry: Option<LedgerEntry>,
+    /// Appended to the merchant's event log and put in the outbox, due at `now`.
+    pub event: Option<Event>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitOutcome {
+    Applied,
+    /// The dedupe key or the entry id was already recorded: nothing written.
+    Duplicate,
+    /// The order's stored version is not `expected_version` (or, for an insert, the
+    /// order exists): nothing written; re-read and decide again.
+    VersionConflict,
+}
+
+/// Filters of `GET /v1/orders`; `created_to` is exclusive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderFilter {
+    pub status: Option<OrderStatus>,
+    pub created_from: Option<UnixMillis>,
+    pub created_to: Option<UnixMillis>,
+}
+
+/// The balance of one ledger account of a merchant in one currency (debits − credits).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Balance {
+    pub currency: Currency,
+    pub account: String,
+    pub balance: i64,
+}
+
+/// An event handed to one dispatcher for one delivery attempt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutboxClaim {
+    pub event: Event,
+    /// 1 for the first attempt.
+    pub attempt: u32,
+    pub lease: LeaseToken,
+}
+
+/// Payments: orders, refunds, ledger, events and the outbox. Every method is one
+/// atomic operation on ONE merchant's data, except the cross-merchant scans
+/// (`orders_due`, `claim_due_events`), which return records to act on one by one.
+#[async_trait]
+pub trait PaymentStore: Send + Sync + 'static {
+    /// See [`OrderChange`]. `now` stamps the outbox entry of the event.
+    async fn commit(&self, change: &OrderChange, now: UnixMillis) -> StoreResult<CommitOutcome>;
+
+    async fn order(&self, id: &OrderId) -> StoreResult<Option<Order>>;
+
+    /// The merchant's orders, newest first (`created_at` desc, then id desc), after
+    /// the cursor order when given.
+    async fn list_orders(
+        &self,
+        merchant: &MerchantId,
+        filter: &OrderFilter,
+        after: Option<&OrderId>,
+        limit: usize,
+    ) -> StoreResult<Vec<Order>>;
+
+    async fn refund(&self, id: &RefundId) -> StoreResult<Option<Refund>>;
+
+    /// The order's refunds in creation order.
+    async fn refunds_of(&self, order: &OrderId) -> StoreResult<Vec<Refund>>;
+
+    /// The order's ledger entries in posting order.
+    async fn entries_of(&self, order: &OrderId) -> StoreResult<Vec<LedgerEntry>>;
+
+    /// Every ledger entry of the merchant, in posting order (for `ledger verify`).
+    async fn ledger_entries(&self, merchant: &MerchantId) -> StoreResult<Vec<LedgerEntry>>;
+
+    /// The merchant's stored account balances, sorted by currency then account.
+    async fn balances(&self, merchant: &MerchantId) -> StoreResult<Vec<Balance>>;
+
+    /// Open orders (not terminal) whose `next_check_at <= now`, earliest first, across
+    /// merchants.
+    async fn orders_due(&self, now: UnixMillis, limit: usize) -> StoreResult<Vec<Order>>;
+
+    /// The merchant's events in creation order, after the cursor event when given.
+    async fn events_after(
+        &self,
+        merchant: &MerchantId,
+        after: Option<&EventId>,
+        limit: usize,
+    ) -> StoreResult<Vec<Event>>;
+
+    async fn event(
+        &self,
+        merchant: &MerchantId,
+        id: &EventId,
+    ) -> StoreResult<Option<(Event, DeliveryStatus)>>;
+
+    /// Leases up to `limit` pending events due at `now` whose lease (if any) expired,
+    /// across merchants; each returned claim increments the event's attempt count.
+    /// Two callers never hold a live lease on the same event.
+    async fn claim_due_events(
+        &self,
+        now: UnixMillis,
+        lease_ms: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<OutboxClaim>>;
+
+    /// Marks a claimed event delivered. False (nothing changed) when `lease` is not the
+    /// live lease of a pending event.
+    async fn complete_event(
+        &self,
+        merchant: &MerchantId,
+        id: &EventId,
+        lease: &LeaseToken,
+    ) -> StoreResult<bool>;
+
+    /// Releases a claim and makes the event due again at `next_attempt_at`.
+    async fn reschedule_event(
+        &self,
+        merchant: &MerchantId,
+        id: &EventId,
+        lease: &LeaseToken,
+        next_attempt_at: UnixMillis,
+        error: &str,
+    ) -> StoreResult<bool>;
+
+    /// Gives up on a claimed event (state `dead`).
+    async fn dead_letter_event(
+        &self,
+        merchant: &MerchantId,
+        id: &EventId,
+        lease: &LeaseToken,
+        error: &str,
+    ) -> StoreResult<bool>;
+
+    /// Puts an event (delivered or dead) back in the outbox, due at `now`. False when
+    /// the merchant has no such event.
+    async fn resend_event(
+        &self,
+        merchant: &MerchantId,
+        id: &EventId,
+        now: UnixMillis,
     ) -> StoreResult<bool>;
 }
 

@@ -11,6 +11,7 @@
 mod connections;
 mod errors;
 mod idempotency;
+mod payments;
 mod schema;
 
 use std::path::Path;

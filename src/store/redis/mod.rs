@@ -66,6 +66,7 @@
 //! timeout, including the wait for a reconnect.
 
 mod keys;
+mod payments;
 mod persistence;
 mod scripts;
 
