@@ -44,6 +44,18 @@ pub enum Command {
     /// Encode, decode and render QR payloads.
     #[command(subcommand)]
     Qr(QrCommand),
+    /// Check the ledger.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+    /// Run one reconciliation pass over due orders, then exit.
+    Reconcile,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Every entry balanced, every succeeded order posted exactly once, balances equal
+    /// the sum of postings. Exits non-zero on any violation.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -166,6 +178,8 @@ pub fn main() -> ExitCode {
         Command::Qr(QrCommand::Decode { payload }) => qr_decode(&payload),
         Command::Qr(QrCommand::Encode(args)) => qr_encode(&settings, args),
         Command::Qr(QrCommand::Render(args)) => qr_render(&settings, args),
+        Command::Ledger(LedgerCommand::Verify) => runtime(ledger_verify(settings)),
+        Command::Reconcile => runtime(reconcile(settings)),
     }
 }
 
@@ -189,6 +203,48 @@ async fn serve(settings: Settings) -> ExitCode {
         }
         Err(e) => fail(e),
     }
+}
+
+async fn ledger_verify(settings: Settings) -> ExitCode {
+    let store = match store::open(&settings.store).await {
+        Ok(store) => store,
+        Err(e) => return fail(e),
+    };
+    match crate::services::ledger_verify::verify(&store).await {
+        Ok(report) => {
+            let code = print_json(&report);
+            if report.is_clean() {
+                code
+            } else {
+                fail(format!("{} ledger violation(s)", report.violations.len()))
+            }
+        }
+        Err(e) => fail(e),
+    }
+}
+
+async fn reconcile(mut settings: Settings) -> ExitCode {
+    settings.workers.enabled = false;
+    let (state, _) = match crate::startup::build_state(
+        settings,
+        std::sync::Arc::new(SystemClock),
+        "http://127.0.0.1:0",
+    )
+    .await
+    {
+        Ok(built) => built,
+        Err(e) => return fail(format!("{e:#}")),
+    };
+    let mut total = 0;
+    loop {
+        let looked_at = crate::services::reconciler::reconcile_once(&state).await;
+        total += looked_at;
+        if looked_at == 0 {
+            break;
+        }
+    }
+    println!("{{\"orders_checked\": {total}}}");
+    ExitCode::SUCCESS
 }
 
 async fn merchant(settings: Settings, cmd: MerchantCommand) -> ExitCode {

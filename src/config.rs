@@ -54,6 +54,45 @@ pub struct Settings {
     pub log: LogSettings,
     pub idempotency: IdempotencySettings,
     pub wallets: WalletSettings,
+    pub payments: PaymentSettings,
+    pub workers: WorkerSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentSettings {
+    /// Merchant discount rate (basis points) for a brand the merchant has no rate for.
+    pub default_mdr_bps: u32,
+    /// Default lifetime of an order, seconds.
+    pub order_ttl_secs: i64,
+    /// Longest lifetime a merchant may ask for (`expires_in`), seconds.
+    pub max_ttl_secs: i64,
+    /// Largest single payment, in minor units of the order currency.
+    pub max_amount_minor: i64,
+    /// How often an open order is asked about at its wallet (customer codes waiting for
+    /// the shopper, orders whose callback is late), milliseconds.
+    pub poll_interval_ms: i64,
+    /// A new dynamic order is first checked at its wallet after this, milliseconds.
+    pub first_check_after_ms: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WorkerSettings {
+    /// Run the outbox dispatcher and the reconciler in this process.
+    pub enabled: bool,
+    /// Pause between two passes of a worker when it found nothing to do, milliseconds.
+    pub idle_ms: u64,
+    /// How long a dispatcher holds an event while delivering it, seconds.
+    pub outbox_lease_secs: i64,
+    /// Timeout of one webhook delivery, seconds.
+    pub webhook_timeout_secs: u64,
+    /// First retry delay of a failed webhook, seconds (doubles each attempt, with jitter).
+    pub webhook_first_retry_secs: i64,
+    /// Longest delay between two webhook attempts, seconds.
+    pub webhook_max_retry_secs: i64,
+    /// Give up (dead letter) when an event is older than this, hours.
+    pub webhook_give_up_hours: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

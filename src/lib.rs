@@ -16,3 +16,5 @@ pub mod services;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod wallets;
+pub mod workers;

@@ -19,6 +19,8 @@ use crate::qr::token::PlateTokens;
 use crate::services::admin_token::{self, AdminToken, Resolved};
 use crate::services::idempotency::Idempotency;
 use crate::store::{self, DynStore};
+use crate::wallets::{self, Wallets};
+use crate::workers::Workers;
 
 /// Everything a request handler may use. Shared read-only across workers.
 pub struct AppState {
@@ -32,23 +34,30 @@ pub struct AppState {
     pub metrics: Metrics,
     /// Wallet brand names printed on posters.
     pub accepted_wallets: Vec<String>,
+    pub wallets: Wallets,
+    /// Derives order and refund ids from Idempotency-Keys (see `services::payments`).
+    pub id_secret: Vec<u8>,
 }
 
 pub struct Application {
     port: u16,
     server: Server,
     state: web::Data<AppState>,
+    workers: Workers,
 }
 
 /// Server-wide secrets live in the store, so every gateway sharing it agrees.
 pub const PLATE_TOKEN_SECRET: &str = "plate_token_key";
 pub const IDEMPOTENCY_SECRET: &str = "idempotency_response_key";
+pub const ORDER_ID_SECRET: &str = "order_id_key";
 
+/// `own_base_url` is where this process listens (the sandboxes are reached there).
 pub async fn build_state(
     settings: Settings,
     clock: DynClock,
+    own_base_url: &str,
 ) -> anyhow::Result<(AppState, Resolved)> {
-    let brands = BrandRegistry::default_registry()?;
+    let wallets = wallets::build(&settings.wallets, &settings.store.path, own_base_url)?;
     let store = store::open(&settings.store).await?;
     let health = store.health().await?;
     if !health.durable {
@@ -61,6 +70,7 @@ pub async fn build_state(
     let idem_key = store
         .secret(IDEMPOTENCY_SECRET, &random_bytes::<32>())
         .await?;
+    let id_secret = store.secret(ORDER_ID_SECRET, &random_bytes::<32>()).await?;
     let idempotency = Idempotency::new(
         store.clone(),
         clock.clone(),
@@ -75,7 +85,9 @@ pub async fn build_state(
     );
     let state = AppState {
         renders: RenderCache::new(settings.qr.render_cache_entries),
-        accepted_wallets: accepted_wallets(&brands),
+        accepted_wallets: accepted_wallets(&wallets.brands),
+        wallets,
+        id_secret,
         tokens: PlateTokens::new(&plate_key),
         admin: admin.token().clone(),
         idempotency,
@@ -92,6 +104,17 @@ pub fn accepted_wallets(brands: &BrandRegistry) -> Vec<String> {
     brands.enabled().map(|b| b.names().en.clone()).collect()
 }
 
+/// How this process reaches itself: the bound address, a wildcard replaced by loopback.
+pub fn local_base_url(address: std::net::SocketAddr) -> String {
+    let host = match address.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => "127.0.0.1".to_owned(),
+        ip if ip.is_unspecified() => "[::1]".to_owned(),
+        std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+        ip => ip.to_string(),
+    };
+    format!("http://{host}:{}", address.port())
+}
+
 impl Application {
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
         Self::build_with_clock(settings, Arc::new(SystemClock)).await
@@ -101,7 +124,9 @@ impl Application {
         settings: Settings,
         clock: DynClock,
     ) -> anyhow::Result<Application> {
-        let (state, admin) = build_state(settings, clock).await?;
+        let listener = TcpListener::bind(settings.server.bind)?;
+        let address = listener.local_addr()?;
+        let (state, admin) = build_state(settings, clock, &local_base_url(address)).await?;
         if let Resolved::Generated(token, path) = &admin {
             // Printed once, on the start that created it; never logged.
             println!(
@@ -110,14 +135,15 @@ impl Application {
                 token.expose()
             );
         }
-        let listener = TcpListener::bind(state.settings.server.bind)?;
-        let port = listener.local_addr()?.port();
+        let port = address.port();
         let state = web::Data::new(state);
         let server = run(listener, state.clone())?;
+        let workers = Workers::start(state.clone());
         Ok(Application {
             port,
             server,
             state,
+            workers,
         })
     }
 
@@ -135,7 +161,9 @@ impl Application {
 
     /// Serves until SIGTERM / SIGINT (graceful: in-flight requests finish) or `stop`.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        let served = self.server.await;
+        self.workers.stop().await;
+        served
     }
 }
 

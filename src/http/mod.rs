@@ -7,8 +7,10 @@ pub mod idempotent;
 pub mod merchant;
 pub mod middleware;
 pub mod ops;
+pub mod orders;
 pub mod plates;
 pub mod request_id;
+pub mod webhooks;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 
@@ -36,7 +38,24 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/qr").route(web::get().to(merchant::list_plates)))
         .service(resource("/v1/plates/{id}/qr.png").route(web::get().to(plates::png)))
         .service(resource("/v1/plates/{id}/qr.svg").route(web::get().to(plates::svg)))
-        .service(resource("/v1/plates/{id}/poster.svg").route(web::get().to(plates::poster)));
+        .service(resource("/v1/plates/{id}/poster.svg").route(web::get().to(plates::poster)))
+        .service(
+            resource("/v1/orders")
+                .route(web::post().to(orders::create_order))
+                .route(web::get().to(orders::list_orders)),
+        )
+        .service(resource("/v1/orders/{id}").route(web::get().to(orders::get_order)))
+        .service(resource("/v1/orders/{id}/close").route(web::post().to(orders::close_order)))
+        .service(
+            resource("/v1/orders/{id}/refunds")
+                .route(web::post().to(orders::create_refund))
+                .route(web::get().to(orders::list_refunds)),
+        )
+        .service(resource("/v1/balances").route(web::get().to(orders::balances)))
+        .service(resource("/v1/events").route(web::get().to(orders::list_events)))
+        .service(resource("/v1/events/{id}").route(web::get().to(orders::get_event)))
+        .service(resource("/v1/events/{id}/resend").route(web::post().to(orders::resend_event)))
+        .service(resource("/webhooks/{adapter}").route(web::post().to(webhooks::wallet_callback)));
 }
 
 fn resource(path: &str) -> actix_web::Resource {

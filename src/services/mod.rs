@@ -1,5 +1,10 @@
 //! Use cases. Services take validated input and the store; they never see actix types.
 
 pub mod admin_token;
+pub mod callbacks;
 pub mod idempotency;
+pub mod ledger_verify;
 pub mod merchants;
+pub mod notify;
+pub mod payments;
+pub mod reconciler;

@@ -1,0 +1,132 @@
+//! Applying a verified wallet callback (DESIGN §4). The caller has already verified the
+//! signature over the raw bytes; this decides what the event means for our books and
+//! answers whether the wallet may stop sending it.
+
+use sesame_adapters::contract::{AdapterId, WalletEvent};
+
+use crate::domain::refund::RefundStatus;
+use crate::domain::{OrderId, RefundId};
+use crate::error::ApiError;
+use crate::services::payments::{self, Paid, SettleResult};
+use crate::startup::AppState;
+
+/// What to tell the wallet once the event is handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// Durably applied, or nothing to apply (duplicate, unknown order, flagged for
+    /// review): the wallet may stop retrying.
+    Processed,
+    /// Cannot be applied yet (a refund reported before its payment is on our books):
+    /// the wallet must send it again later.
+    RetryLater,
+}
+
+pub async fn apply(
+    state: &AppState,
+    adapter: AdapterId,
+    event: WalletEvent,
+) -> Result<Handled, ApiError> {
+    match event {
+        WalletEvent::PaymentSucceeded {
+            order_id,
+            wallet_ref,
+            amount,
+            event_id,
+            paid_at,
+            brand,
+        } => {
+            let Some(id) = known_order(state, &order_id).await? else {
+                return Ok(Handled::Processed);
+            };
+            let paid = Paid {
+                wallet_ref,
+                amount,
+                paid_at: paid_at.map(|t| t.timestamp_millis()),
+                brand,
+            };
+            let result =
+                payments::settle_payment(state, &id, &paid, &format!("{adapter}:{event_id}"))
+                    .await?;
+            if result == SettleResult::Mismatch {
+                tracing::error!(order = %id, "wallet amount or currency differs from the order: flagged for review, nothing posted");
+            }
+            Ok(Handled::Processed)
+        }
+        WalletEvent::PaymentFailed {
+            order_id,
+            code,
+            message,
+            ..
+        } => {
+            if let Some(id) = known_order(state, &order_id).await? {
+                payments::fail_order(state, &id, &format!("{code}: {message}")).await?;
+            }
+            Ok(Handled::Processed)
+        }
+        WalletEvent::RefundSucceeded {
+            order_id,
+            refund_id,
+            wallet_refund_ref,
+            amount,
+            ..
+        } => {
+            let Some(id) = RefundId::parse(&refund_id) else {
+                tracing::error!(
+                    order_id,
+                    refund_id,
+                    "wallet reported a refund Sesame did not issue"
+                );
+                return Ok(Handled::Processed);
+            };
+            let Some(refund) = state.store.refund(&id).await? else {
+                // Our refund record is written before the wallet is asked, so an unknown
+                // id with our shape is a refund racing its own reservation: ask again.
+                return Ok(Handled::RetryLater);
+            };
+            if refund.status != RefundStatus::Pending {
+                return Ok(Handled::Processed);
+            }
+            if amount.minor() != refund.amount_minor || amount.currency() != refund.currency {
+                tracing::error!(refund = %id, "wallet refund amount differs from ours: left pending for review");
+                return Ok(Handled::Processed);
+            }
+            payments::finish_refund(state, &id, true, wallet_refund_ref, None).await?;
+            Ok(Handled::Processed)
+        }
+        WalletEvent::RefundFailed {
+            refund_id,
+            code,
+            message,
+            ..
+        } => {
+            if let Some(id) = RefundId::parse(&refund_id)
+                && state.store.refund(&id).await?.is_some()
+            {
+                payments::finish_refund(
+                    state,
+                    &id,
+                    false,
+                    None,
+                    Some(format!("{code}: {message}")),
+                )
+                .await?;
+            }
+            Ok(Handled::Processed)
+        }
+        WalletEvent::Informational { .. } => Ok(Handled::Processed),
+    }
+}
+
+/// Our order id, if the wallet named an order we have. Unknown orders are logged and
+/// acknowledged: retrying cannot make them known.
+async fn known_order(state: &AppState, order_id: &str) -> Result<Option<OrderId>, ApiError> {
+    let Some(id) = OrderId::parse(order_id) else {
+        tracing::error!(order_id, "callback for an order id Sesame never issued");
+        return Ok(None);
+    };
+    if state.store.order(&id).await?.is_none() {
+        tracing::error!(order = %id, "callback for an unknown order");
+        return Ok(None);
+    }
+    Ok(Some(id))
+}
