@@ -9,6 +9,7 @@ mod errors;
 mod idempotency;
 mod merchants;
 mod ops;
+mod orders;
 mod payment_store_conformance;
 mod plates_render;
 mod redis_durability;

@@ -52,6 +52,21 @@ pub async fn spawn_app_on(backend: StoreBackend) -> TestApp {
     spawn_with(backend, |_| {}).await
 }
 
+/// An app whose public base URL is its real address, so wallet sandboxes can call
+/// its webhooks and browsers can follow its links.
+pub async fn spawn_reachable(backend: StoreBackend, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    spawn_with(backend, |settings| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        settings.server.bind = format!("127.0.0.1:{port}").parse().expect("addr");
+        settings.server.public_base_url = format!("http://127.0.0.1:{port}");
+        tweak(settings);
+    })
+    .await
+}
+
 pub async fn spawn_with(backend: StoreBackend, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut settings = test_settings(dir.path());
@@ -188,6 +203,12 @@ impl TestApp {
             .await
             .expect("list")
             .len()
+    }
+
+    /// `sesame ledger verify` on this app's store: every test ends with a clean book.
+    pub async fn assert_ledger_ok(&self) {
+        let report = sesame::services::ledger_verify::verify(&self.state.store).await.expect("verify runs");
+        assert!(report.is_clean(), "ledger violations: {:?}", report.violations);
     }
 
     pub async fn metric(&self, name: &str) -> f64 {

@@ -1,5 +1,6 @@
 //! Test harness: private Redis servers, fresh stores, the running app.
 
 pub mod app;
+pub mod merchant_endpoint;
 pub mod redis_server;
 pub mod stores;
