@@ -9,5 +9,6 @@
 pub mod brands;
 pub mod contract;
 pub mod crypto;
+pub mod kakao_pay;
 pub mod money;
 pub mod sandbox;
