@@ -44,6 +44,8 @@ fn constraint(extended_code: i32, message: &Option<String>) -> StoreError {
         "api key already in use"
     } else if text.contains("api_keys.merchant_id") {
         "merchant already has an api key"
+    } else if text.contains("events.id") || text.contains("outbox.event_id") {
+        "event id already exists"
     } else if extended_code == ffi::SQLITE_CONSTRAINT_PRIMARYKEY
         || extended_code == ffi::SQLITE_CONSTRAINT_UNIQUE
     {

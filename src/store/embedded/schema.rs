@@ -16,6 +16,9 @@ use crate::store::{StoreError, StoreResult};
 /// server) to release the write lock before reporting `Unavailable`.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// Prepared statements kept per connection (rusqlite's default is 16).
+const STATEMENT_CACHE: usize = 64;
+
 /// Migration `i` (0-based) brings the file from `user_version = i` to `i + 1`.
 /// Documents are JSON; the other columns exist only for keys, lookups and ordering.
 pub const MIGRATIONS: &[&str] = &[
@@ -69,6 +72,90 @@ pub const MIGRATIONS: &[&str] = &[
     ) STRICT, WITHOUT ROWID;
     CREATE INDEX idempotency_by_expiry ON idempotency (expires_at);
     ",
+    // 2: payments: orders, refunds, dedupe keys, the ledger and its balances, merchant
+    // events and their delivery outbox. No foreign key to merchants: an order names its
+    // merchant in its own id, and the payments contract holds for any merchant id (the
+    // redis backend has no such link either).
+    "
+    -- next_check_at is NULL once the order is terminal, so the partial index holds
+    -- exactly the open orders the reconciler may have to act on.
+    CREATE TABLE orders (
+        id            TEXT    NOT NULL PRIMARY KEY,
+        merchant_id   TEXT    NOT NULL,
+        status        TEXT    NOT NULL
+                      CHECK (status IN ('created', 'pending', 'succeeded', 'failed', 'expired')),
+        created_at    INTEGER NOT NULL,
+        next_check_at INTEGER,
+        version       INTEGER NOT NULL CHECK (version > 0),
+        doc           TEXT    NOT NULL,
+        CHECK (next_check_at IS NULL OR status IN ('created', 'pending'))
+    ) STRICT;
+    CREATE INDEX orders_by_merchant ON orders (merchant_id, created_at DESC, id DESC);
+    CREATE INDEX orders_due ON orders (next_check_at, id) WHERE next_check_at IS NOT NULL;
+
+    CREATE TABLE refunds (
+        id          TEXT    NOT NULL PRIMARY KEY,
+        order_id    TEXT    NOT NULL,
+        merchant_id TEXT    NOT NULL,
+        created_at  INTEGER NOT NULL,
+        doc         TEXT    NOT NULL
+    ) STRICT;
+    CREATE INDEX refunds_by_order ON refunds (order_id, created_at, id);
+
+    -- Wallet-event and operation keys, kept forever.
+    CREATE TABLE dedupe (
+        merchant_id TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        PRIMARY KEY (merchant_id, key)
+    ) STRICT, WITHOUT ROWID;
+
+    -- seq is the posting order; AUTOINCREMENT never hands out a number twice.
+    CREATE TABLE ledger_entries (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        id          TEXT    NOT NULL UNIQUE,
+        merchant_id TEXT    NOT NULL,
+        order_id    TEXT    NOT NULL,
+        created_at  INTEGER NOT NULL,
+        doc         TEXT    NOT NULL
+    ) STRICT;
+    CREATE INDEX ledger_entries_by_merchant ON ledger_entries (merchant_id, seq);
+    CREATE INDEX ledger_entries_by_order ON ledger_entries (order_id, seq);
+
+    -- Debits minus credits per account, changed only by the entry posted in the same
+    -- transaction. currency is the ISO 4217 alpha code.
+    CREATE TABLE balances (
+        merchant_id TEXT    NOT NULL,
+        currency    TEXT    NOT NULL,
+        account     TEXT    NOT NULL,
+        balance     INTEGER NOT NULL,
+        PRIMARY KEY (merchant_id, currency, account)
+    ) STRICT, WITHOUT ROWID;
+
+    CREATE TABLE events (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        id          TEXT    NOT NULL UNIQUE,
+        merchant_id TEXT    NOT NULL,
+        created_at  INTEGER NOT NULL,
+        doc         TEXT    NOT NULL
+    ) STRICT;
+    CREATE INDEX events_by_merchant ON events (merchant_id, seq);
+
+    -- One row per event. A claim sets a lease (token + expiry); only a pending event
+    -- can hold one.
+    CREATE TABLE outbox (
+        event_id        TEXT    NOT NULL PRIMARY KEY,
+        merchant_id     TEXT    NOT NULL,
+        state           TEXT    NOT NULL CHECK (state IN ('pending', 'delivered', 'dead')),
+        attempts        INTEGER NOT NULL CHECK (attempts >= 0),
+        next_attempt_at INTEGER NOT NULL,
+        lease_token     TEXT,
+        lease_until     INTEGER,
+        last_error      TEXT,
+        CHECK ((lease_token IS NULL) = (lease_until IS NULL)),
+        CHECK (state = 'pending' OR lease_token IS NULL)
+    ) STRICT;
+    CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
+    ",
 ];
 
 /// Settings every connection needs. `synchronous=FULL` with WAL fsyncs the log on every
@@ -79,6 +166,9 @@ pub fn configure(conn: &Connection) -> StoreResult<()> {
         .map_err(sql)?;
     conn.pragma_update(None, "foreign_keys", "ON")
         .map_err(sql)?;
+    // Every statement the store runs fits, so a burst of one kind of operation (e.g.
+    // outbox claims) does not evict and re-prepare the callback commit's statements.
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     Ok(())
 }
 
