@@ -118,7 +118,12 @@ async fn compare_and_set_refuses_a_stale_version(store: DynStore) {
     let o = order(&m, T0);
     store.commit(&insert(&o), T0).await.unwrap();
     let pending = next(&o, |n| n.status = OrderStatus::Pending);
+    // Read long ago: version 7 was expected, the store holds 1.
     let stale = OrderChange {
+        order: Order {
+            version: 8,
+            ..pending.clone()
+        },
         expected_version: 7,
         ..insert(&pending)
     };
@@ -142,7 +147,10 @@ async fn compare_and_set_refuses_a_stale_version(store: DynStore) {
     assert_eq!((stored.status, stored.version), (OrderStatus::Pending, 2));
     // A change whose version does not follow is a caller bug.
     let skip = OrderChange {
-        order: next(&stored, |n| n.version = 9),
+        order: Order {
+            version: 9,
+            ..stored.clone()
+        },
         expected_version: 2,
         ..insert(&stored)
     };
