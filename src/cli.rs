@@ -49,6 +49,11 @@ pub enum Command {
     Ledger(LedgerCommand),
     /// Run one reconciliation pass over due orders, then exit.
     Reconcile,
+    /// Serve only the wallet sandboxes (under /sandbox/<adapter>/), with the keys in the data dir.
+    Sandbox {
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        bind: std::net::SocketAddr,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -180,6 +185,7 @@ pub fn main() -> ExitCode {
         Command::Qr(QrCommand::Render(args)) => qr_render(&settings, args),
         Command::Ledger(LedgerCommand::Verify) => runtime(ledger_verify(settings)),
         Command::Reconcile => runtime(reconcile(settings)),
+        Command::Sandbox { bind } => runtime(sandbox(settings, bind)),
     }
 }
 
@@ -245,6 +251,41 @@ async fn reconcile(mut settings: Settings) -> ExitCode {
     }
     println!("{{\"orders_checked\": {total}}}");
     ExitCode::SUCCESS
+}
+
+async fn sandbox(settings: Settings, bind: std::net::SocketAddr) -> ExitCode {
+    let listener = match std::net::TcpListener::bind(bind) {
+        Ok(listener) => listener,
+        Err(e) => return fail(format!("bind {bind}: {e}")),
+    };
+    let own = match listener.local_addr() {
+        Ok(address) => crate::startup::local_base_url(address),
+        Err(e) => return fail(e),
+    };
+    let mut wallet_settings = settings.wallets.clone();
+    wallet_settings.mode = crate::config::WalletMode::Sandbox;
+    let sandboxes = match crate::wallets::build(&wallet_settings, &settings.store.path, &own) {
+        Ok(wallets) => wallets.sandboxes,
+        Err(e) => return fail(e),
+    };
+    let Some(sandboxes) = sandboxes else {
+        return fail("no sandboxes were built");
+    };
+    tracing::info!(base = %format!("{own}/sandbox"), "wallet sandboxes listening");
+    let server = actix_web::HttpServer::new(move || {
+        let sandboxes = sandboxes.clone();
+        actix_web::App::new()
+            .route("/healthz", actix_web::web::get().to(crate::http::ops::healthz))
+            .configure(move |cfg| sandboxes.configure(cfg))
+    })
+    .listen(listener);
+    match server {
+        Ok(server) => match server.run().await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        },
+        Err(e) => fail(e),
+    }
 }
 
 async fn merchant(settings: Settings, cmd: MerchantCommand) -> ExitCode {

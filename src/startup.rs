@@ -185,6 +185,11 @@ fn run(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result<Ser
             .app_data(web::PayloadConfig::new(http::extract::MAX_BODY))
             .wrap(from_fn(http::middleware::observe))
             .configure(http::configure)
+            .configure(|cfg| {
+                if let Some(sandboxes) = &state.wallets.sandboxes {
+                    sandboxes.configure(cfg);
+                }
+            })
             .default_service(web::to(http::not_found))
     })
     .workers(workers)

@@ -10,6 +10,7 @@ pub mod ops;
 pub mod orders;
 pub mod plates;
 pub mod request_id;
+pub mod returns;
 pub mod webhooks;
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -55,7 +56,9 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/events").route(web::get().to(orders::list_events)))
         .service(resource("/v1/events/{id}").route(web::get().to(orders::get_event)))
         .service(resource("/v1/events/{id}/resend").route(web::post().to(orders::resend_event)))
-        .service(resource("/webhooks/{adapter}").route(web::post().to(webhooks::wallet_callback)));
+        .service(resource("/webhooks/{adapter}").route(web::post().to(webhooks::wallet_callback)))
+        .service(resource("/return/{adapter}/{order}").route(web::get().to(returns::wallet_return)))
+        .service(resource("/o/{id}").route(web::get().to(returns::order_status_page)));
 }
 
 fn resource(path: &str) -> actix_web::Resource {

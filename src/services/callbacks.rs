@@ -86,7 +86,17 @@ pub async fn apply(
             if refund.status != RefundStatus::Pending {
                 return Ok(Handled::Processed);
             }
-            if amount.minor() != refund.amount_minor || amount.currency() != refund.currency {
+            // Some wallets report this refund's amount, others (Alipay's `refund_fee`) the
+            // cumulative refunded total: both confirm this refund.
+            let order_refunded = state
+                .store
+                .order(&refund.order_id)
+                .await?
+                .map(|o| o.refunded_minor)
+                .unwrap_or(0);
+            let matches = amount.minor() == refund.amount_minor
+                || amount.minor() == order_refunded + refund.amount_minor;
+            if !matches || amount.currency() != refund.currency {
                 tracing::error!(refund = %id, "wallet refund amount differs from ours: left pending for review");
                 return Ok(Handled::Processed);
             }

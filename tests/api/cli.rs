@@ -330,3 +330,30 @@ fn serve_prints_a_generated_admin_token_once_and_stops_gracefully_on_sigterm() {
         "not printed again"
     );
 }
+
+#[test]
+fn sandbox_command_serves_the_wallet_sandboxes_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut child = sesame()
+        .args(["sandbox", "--bind", &format!("127.0.0.1:{port}")])
+        .env("SESAME__STORE__PATH", dir.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !healthz_ok(port) {
+        assert!(Instant::now() < deadline, "sandbox did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream.write_all(b"GET /sandbox/wechat_pay/test-codes HTTP/1.0\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(dir.path().join("sandbox_keys.json").exists(), "keys generated on first start");
+}

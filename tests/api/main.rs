@@ -13,4 +13,5 @@ mod orders;
 mod payment_store_conformance;
 mod plates_render;
 mod redis_durability;
+mod sandboxes;
 mod store_conformance;

@@ -44,6 +44,17 @@ fn rand_suffix() -> String {
     sesame::domain::ids::base32(&sesame::domain::ids::random_bytes::<10>())
 }
 
+/// Sandbox keys generated once per test run (RSA key generation is slow), copied into
+/// every app's fresh data dir as if a previous start had created them.
+fn sandbox_keys() -> &'static [u8] {
+    static KEYS: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    KEYS.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("temp dir");
+        sesame::wallets::load_or_create_keys(dir.path()).expect("generate sandbox keys");
+        std::fs::read(dir.path().join(sesame::wallets::KEYS_FILE)).expect("read sandbox keys")
+    })
+}
+
 pub async fn spawn_app() -> TestApp {
     spawn_with(StoreBackend::Embedded, |_| {}).await
 }
@@ -80,6 +91,7 @@ pub async fn spawn_with(backend: StoreBackend, tweak: impl FnOnce(&mut Settings)
         }
     };
     tweak(&mut settings);
+    std::fs::write(dir.path().join(sesame::wallets::KEYS_FILE), sandbox_keys()).expect("write keys");
     let admin_token = settings.admin.token.clone();
     let app = Application::build(settings)
         .await
