@@ -6,6 +6,7 @@
 //! wallet brand to an adapter and detects it from a User-Agent or a payment code.
 //! Must never: depend on the gateway crate (the dependency points one way only).
 
+pub mod alipay;
 pub mod alipay_plus;
 pub mod brands;
 pub mod contract;
