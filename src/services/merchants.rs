@@ -159,6 +159,8 @@ pub struct CreatedMerchant {
     pub merchant: MerchantView,
     /// Shown only in this response; the store keeps its hash.
     pub api_key: String,
+    /// Verifies `Sesame-Signature` on webhooks; shown only in this response.
+    pub webhook_secret: String,
     pub plate: PlateView,
 }
 
@@ -337,6 +339,7 @@ pub async fn create_merchant(
     Ok(CreatedMerchant {
         merchant: MerchantView::from(&bundle.merchant),
         api_key: key.expose().to_owned(),
+        webhook_secret: bundle.merchant.webhook_secret.clone(),
         plate: plate_view,
     })
 }

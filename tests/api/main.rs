@@ -4,6 +4,7 @@
 
 mod support;
 
+mod callbacks;
 mod cli;
 mod errors;
 mod idempotency;
@@ -11,6 +12,7 @@ mod merchants;
 mod ops;
 mod orders;
 mod payment_store_conformance;
+mod payments;
 mod plates_render;
 mod redis_durability;
 mod sandboxes;

@@ -78,7 +78,39 @@ pub async fn spawn_reachable(backend: StoreBackend, tweak: impl FnOnce(&mut Sett
     .await
 }
 
+/// A reachable app whose services read time from `clock`.
+pub async fn spawn_with_clock(backend: StoreBackend, clock: std::sync::Arc<sesame::clock::ManualClock>) -> TestApp {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port");
+    build(backend, clock, |settings| {
+        settings.server.bind = format!("127.0.0.1:{port}").parse().expect("addr");
+        settings.server.public_base_url = format!("http://127.0.0.1:{port}");
+    })
+    .await
+}
+
+/// A gateway process started again on the same settings and data dir.
+pub struct Restarted {
+    pub state: Data<AppState>,
+    pub handle: ServerHandle,
+}
+
+pub async fn restart(settings: Settings, data_dir: std::path::PathBuf) -> Restarted {
+    assert_eq!(settings.store.path, data_dir);
+    let app = Application::build(settings).await.expect("application restarts");
+    let state = app.state();
+    let handle = app.handle();
+    tokio::spawn(app.run_until_stopped());
+    Restarted { state, handle }
+}
+
 pub async fn spawn_with(backend: StoreBackend, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+    build(backend, std::sync::Arc::new(sesame::clock::SystemClock), tweak).await
+}
+
+async fn build(backend: StoreBackend, clock: sesame::clock::DynClock, tweak: impl FnOnce(&mut Settings)) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut settings = test_settings(dir.path());
     let redis = match backend {
@@ -135,6 +167,12 @@ pub struct Onboarded {
 }
 
 impl TestApp {
+    /// Stops the server and its workers (graceful), keeping the data dir.
+    pub async fn stop(&self) {
+        self.handle.stop(true).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
     }
