@@ -11,3 +11,4 @@ pub mod contract;
 pub mod crypto;
 pub mod money;
 pub mod sandbox;
+pub mod wechat_pay;
