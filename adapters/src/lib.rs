@@ -14,3 +14,4 @@ pub mod crypto;
 pub mod kakao_pay;
 pub mod money;
 pub mod sandbox;
+pub mod wechat_pay;
