@@ -46,7 +46,12 @@ impl Wallets {
         brands: BrandRegistry,
         adapters: BTreeMap<AdapterId, Arc<dyn WalletAdapter>>,
     ) -> Wallets {
-        Wallets { brands, adapters }
+        Wallets {
+            brands,
+            adapters,
+            kakao: None,
+            sandboxes: None,
+        }
     }
 
     pub fn adapter(&self, id: AdapterId) -> Option<&Arc<dyn WalletAdapter>> {

@@ -125,7 +125,7 @@ async fn build(backend: StoreBackend, clock: sesame::clock::DynClock, tweak: imp
     tweak(&mut settings);
     std::fs::write(dir.path().join(sesame::wallets::KEYS_FILE), sandbox_keys()).expect("write keys");
     let admin_token = settings.admin.token.clone();
-    let app = Application::build(settings)
+    let app = Application::build_with_clock(settings, clock)
         .await
         .expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
