@@ -275,7 +275,10 @@ async fn sandbox(settings: Settings, bind: std::net::SocketAddr) -> ExitCode {
     let server = actix_web::HttpServer::new(move || {
         let sandboxes = sandboxes.clone();
         actix_web::App::new()
-            .route("/healthz", actix_web::web::get().to(crate::http::ops::healthz))
+            .route(
+                "/healthz",
+                actix_web::web::get().to(crate::http::ops::healthz),
+            )
             .configure(move |cfg| sandboxes.configure(cfg))
     })
     .listen(listener);

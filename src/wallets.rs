@@ -105,7 +105,6 @@ impl Wallets {
     }
 }
 
-
 /// The four sandboxes, mountable in any actix app.
 #[derive(Clone)]
 pub struct Sandboxes {
@@ -133,14 +132,21 @@ pub enum WalletSetupError {
     #[error("sandbox keys in {path}: {reason}")]
     Keys { path: String, reason: String },
     #[error("adapter {adapter}: {reason}")]
-    Adapter { adapter: &'static str, reason: String },
+    Adapter {
+        adapter: &'static str,
+        reason: String,
+    },
 }
 
 pub const KEYS_FILE: &str = "sandbox_keys.json";
 
 /// Builds the wallets for `settings`. In sandbox mode `own_base_url` (where this
 /// gateway listens) locates the sandboxes unless `sandbox_base_url` is set.
-pub fn build(settings: &WalletSettings, data_dir: &Path, own_base_url: &str) -> Result<Wallets, WalletSetupError> {
+pub fn build(
+    settings: &WalletSettings,
+    data_dir: &Path,
+    own_base_url: &str,
+) -> Result<Wallets, WalletSetupError> {
     let brands = BrandRegistry::default_registry()?;
     if settings.mode == WalletMode::Disabled {
         return Ok(Wallets::new(brands, BTreeMap::new()));
@@ -167,16 +173,26 @@ pub fn build(settings: &WalletSettings, data_dir: &Path, own_base_url: &str) -> 
         }
     };
     let (alipay_adapter, alipay_sandbox) =
-        alipay::sandbox::local(&format!("{base}/alipay"), key(AdapterId::Alipay)?, time).map_err(fail("alipay"))?;
-    let (plus_adapter, plus_sandbox) =
-        alipay_plus::sandbox::local(&format!("{base}/alipay_plus"), key(AdapterId::AlipayPlus)?, time)
-            .map_err(fail("alipay_plus"))?;
-    let (wechat_adapter, wechat_sandbox) =
-        wechat_pay::sandbox::local(&format!("{base}/wechat_pay"), key(AdapterId::WechatPay)?, time)
-            .map_err(fail("wechat_pay"))?;
-    let (kakao_adapter, kakao_sandbox) =
-        kakao_pay::sandbox::local(&format!("{base}/kakao_pay"), key(AdapterId::KakaoPay)?, time)
-            .map_err(fail("kakao_pay"))?;
+        alipay::sandbox::local(&format!("{base}/alipay"), key(AdapterId::Alipay)?, time)
+            .map_err(fail("alipay"))?;
+    let (plus_adapter, plus_sandbox) = alipay_plus::sandbox::local(
+        &format!("{base}/alipay_plus"),
+        key(AdapterId::AlipayPlus)?,
+        time,
+    )
+    .map_err(fail("alipay_plus"))?;
+    let (wechat_adapter, wechat_sandbox) = wechat_pay::sandbox::local(
+        &format!("{base}/wechat_pay"),
+        key(AdapterId::WechatPay)?,
+        time,
+    )
+    .map_err(fail("wechat_pay"))?;
+    let (kakao_adapter, kakao_sandbox) = kakao_pay::sandbox::local(
+        &format!("{base}/kakao_pay"),
+        key(AdapterId::KakaoPay)?,
+        time,
+    )
+    .map_err(fail("kakao_pay"))?;
     let kakao = Arc::new(kakao_adapter);
     let mut adapters: BTreeMap<AdapterId, Arc<dyn WalletAdapter>> = BTreeMap::new();
     adapters.insert(AdapterId::Alipay, Arc::new(alipay_adapter));
@@ -198,7 +214,9 @@ pub fn build(settings: &WalletSettings, data_dir: &Path, own_base_url: &str) -> 
 
 /// Reads `<data_dir>/sandbox_keys.json`, or generates every adapter's keys and writes
 /// the file (mode 0600) on first start. A corrupt file is an error, never replaced.
-pub fn load_or_create_keys(data_dir: &Path) -> Result<BTreeMap<String, LocalKeys>, WalletSetupError> {
+pub fn load_or_create_keys(
+    data_dir: &Path,
+) -> Result<BTreeMap<String, LocalKeys>, WalletSetupError> {
     let path = data_dir.join(KEYS_FILE);
     let error = |reason: String| WalletSetupError::Keys {
         path: path.display().to_string(),
@@ -210,7 +228,10 @@ pub fn load_or_create_keys(data_dir: &Path) -> Result<BTreeMap<String, LocalKeys
             let mut pems = BTreeMap::new();
             for id in AdapterId::ALL {
                 let keys = LocalKeys::generate().map_err(|e| error(e.to_string()))?;
-                pems.insert(id.as_str().to_owned(), keys.to_pem().map_err(|e| error(e.to_string()))?);
+                pems.insert(
+                    id.as_str().to_owned(),
+                    keys.to_pem().map_err(|e| error(e.to_string()))?,
+                );
             }
             let bytes = serde_json::to_vec_pretty(&pems).map_err(|e| error(e.to_string()))?;
             write_private(&path, &bytes).map_err(|e| error(e.to_string()))?;

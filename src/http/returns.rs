@@ -30,7 +30,9 @@ pub async fn wallet_return(
     let adapter = AdapterId::parse(&adapter).map_err(|_| not_found())?;
     let id = OrderId::parse(&order_id).ok_or_else(not_found)?;
     let order = state.store.order(&id).await?.ok_or_else(not_found)?;
-    if adapter != AdapterId::KakaoPay || order.adapter.as_deref() != Some(AdapterId::KakaoPay.as_str()) {
+    if adapter != AdapterId::KakaoPay
+        || order.adapter.as_deref() != Some(AdapterId::KakaoPay.as_str())
+    {
         return Ok(to_status_page(&id));
     }
     let Some(kakao) = state.wallets.kakao.clone() else {
@@ -69,7 +71,11 @@ pub async fn order_status_page(
     let not_found = || ApiError::new(ErrorCode::OrderNotFound);
     let id = OrderId::parse(&path).ok_or_else(not_found)?;
     let order = state.store.order(&id).await?.ok_or_else(not_found)?;
-    let merchant = state.store.merchant(&order.merchant_id).await?.ok_or_else(not_found)?;
+    let merchant = state
+        .store
+        .merchant(&order.merchant_id)
+        .await?
+        .ok_or_else(not_found)?;
     let amount = sesame_adapters::money::Money::from_minor(order.amount_minor, order.currency)
         .map(|m| m.to_string())
         .unwrap_or_default();

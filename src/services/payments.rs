@@ -366,16 +366,18 @@ pub async fn create_order(
     match input.auth_code {
         Some(code) => charge_code(state, merchant, order, &route, &code).await,
         None => {
-            start_at_wallet(
-                state,
-                merchant,
-                order,
-                &route,
-                PayMode::DynamicQr,
-                None,
-                None,
-            )
-            .await
+            // A POS shows a QR: the wallet's own dynamic QR, or, for a wallet that only
+            // redirects (Kakao Pay), its cashier URL rendered as a QR.
+            let mode = if route
+                .adapter
+                .capabilities()
+                .supports_mode(PayMode::DynamicQr)
+            {
+                PayMode::DynamicQr
+            } else {
+                PayMode::StaticEntry
+            };
+            start_at_wallet(state, merchant, order, &route, mode, None, None).await
         }
     }
 }

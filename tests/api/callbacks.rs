@@ -19,7 +19,12 @@ use crate::payments::{create, get_order, pay_at_wallet, shop, wait_status};
 use crate::support::app::{TestApp, spawn_reachable, spawn_with_clock};
 
 /// A notifyPayment signed with the Alipay+ sandbox's wallet key, `age` in the past.
-fn signed_notify(app: &TestApp, order_id: &str, amount: Money, age: chrono::Duration) -> (Vec<(String, String)>, Vec<u8>) {
+fn signed_notify(
+    app: &TestApp,
+    order_id: &str,
+    amount: Money,
+    age: chrono::Duration,
+) -> (Vec<(String, String)>, Vec<u8>) {
     let keys = sesame::wallets::load_or_create_keys(app.dir.path()).unwrap();
     let wallet_key = &keys["alipay_plus"].wallet;
     let notify = Notify {
@@ -34,10 +39,21 @@ fn signed_notify(app: &TestApp, order_id: &str, amount: Money, age: chrono::Dura
     };
     let body = serde_json::to_vec(&notify).unwrap();
     let time = wire::format_time(&(Utc::now() - age));
-    let signature = wire::sign(wallet_key, 1, "/webhooks/alipay_plus", LOCAL_CLIENT_ID, &time, &body).unwrap();
+    let signature = wire::sign(
+        wallet_key,
+        1,
+        "/webhooks/alipay_plus",
+        LOCAL_CLIENT_ID,
+        &time,
+        &body,
+    )
+    .unwrap();
     (
         vec![
-            (wire::HEADER_CLIENT_ID.to_owned(), LOCAL_CLIENT_ID.to_owned()),
+            (
+                wire::HEADER_CLIENT_ID.to_owned(),
+                LOCAL_CLIENT_ID.to_owned(),
+            ),
             (wire::HEADER_REQUEST_TIME.to_owned(), time),
             (wire::HEADER_SIGNATURE.to_owned(), signature),
         ],
@@ -58,7 +74,12 @@ async fn send(app: &TestApp, headers: &[(String, String)], body: Vec<u8>) -> req
 }
 
 async fn pending_mpay_order(app: &TestApp, shop: &crate::payments::Shop, amount: &str) -> Value {
-    create(app, shop, json!({"amount": amount, "currency": "MOP", "description": "x", "wallet": "mpay"})).await
+    create(
+        app,
+        shop,
+        json!({"amount": amount, "currency": "MOP", "description": "x", "wallet": "mpay"}),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -67,7 +88,12 @@ async fn a_signed_callback_settles_and_its_duplicates_change_nothing() {
     let shop = shop(&app).await;
     let order = pending_mpay_order(&app, &shop, "42.00").await;
     let id = order["id"].as_str().unwrap();
-    let (headers, body) = signed_notify(&app, id, Money::parse("42.00", Currency::Mop).unwrap(), chrono::Duration::zero());
+    let (headers, body) = signed_notify(
+        &app,
+        id,
+        Money::parse("42.00", Currency::Mop).unwrap(),
+        chrono::Duration::zero(),
+    );
     let mut tasks = Vec::new();
     for _ in 0..10 {
         let client = app.client.clone();
@@ -75,7 +101,10 @@ async fn a_signed_callback_settles_and_its_duplicates_change_nothing() {
         let headers = headers.clone();
         let body = body.clone();
         tasks.push(tokio::spawn(async move {
-            let mut r = client.post(url).header("Content-Type", "application/json").body(body);
+            let mut r = client
+                .post(url)
+                .header("Content-Type", "application/json")
+                .body(body);
             for (n, v) in &headers {
                 r = r.header(n, v);
             }
@@ -93,7 +122,12 @@ async fn a_signed_callback_settles_and_its_duplicates_change_nothing() {
     assert_eq!(paid["status"], "succeeded");
     assert_eq!(paid["wallet"], "mpay", "pspId mapped to the brand");
     assert_eq!(paid["ledger"].as_array().unwrap().len(), 1);
-    let events: Value = app.get("/v1/events", Some(&shop.key)).await.json().await.unwrap();
+    let events: Value = app
+        .get("/v1/events", Some(&shop.key))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(events["data"].as_array().unwrap().len(), 1);
     app.assert_ledger_ok().await;
 }
@@ -110,33 +144,67 @@ async fn forged_replayed_unknown_and_mismatched_callbacks_post_nothing() {
     let (headers, mut body) = signed_notify(&app, id, right, chrono::Duration::zero());
     let last = body.len() - 2;
     body[last] ^= 1;
-    assert_eq!(send(&app, &headers, body).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        send(&app, &headers, body).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     // Forged: no signature at all, and garbage.
-    assert_eq!(send(&app, &[], b"{}".to_vec()).await.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(send(&app, &headers, b"\xff\xfe".to_vec()).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        send(&app, &[], b"{}".to_vec()).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(&app, &headers, b"\xff\xfe".to_vec()).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     // Replayed outside the window (signed 10 minutes ago).
     let (headers, body) = signed_notify(&app, id, right, chrono::Duration::minutes(10));
-    assert_eq!(send(&app, &headers, body).await.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        send(&app, &headers, body).await.status(),
+        StatusCode::UNAUTHORIZED
+    );
     let untouched = get_order(&app, &shop, id).await;
     assert_eq!(untouched["status"], "pending");
 
     // Authentic but for an order we never issued: acknowledged, nothing posted.
-    let ghost = sesame::domain::OrderId::generate_for(&sesame::domain::MerchantId::parse(&shop.id).unwrap());
+    let ghost = sesame::domain::OrderId::generate_for(
+        &sesame::domain::MerchantId::parse(&shop.id).unwrap(),
+    );
     let (headers, body) = signed_notify(&app, ghost.as_str(), right, chrono::Duration::zero());
     assert_eq!(send(&app, &headers, body).await.status(), StatusCode::OK);
 
     // Authentic with another amount, then another currency: flagged, nothing posted.
-    for wrong in [Money::parse("4.20", Currency::Mop).unwrap(), Money::parse("42.00", Currency::Hkd).unwrap()] {
+    for wrong in [
+        Money::parse("4.20", Currency::Mop).unwrap(),
+        Money::parse("42.00", Currency::Hkd).unwrap(),
+    ] {
         let (headers, body) = signed_notify(&app, id, wrong, chrono::Duration::zero());
-        assert_eq!(send(&app, &headers, body).await.status(), StatusCode::OK, "the wallet stops retrying");
+        assert_eq!(
+            send(&app, &headers, body).await.status(),
+            StatusCode::OK,
+            "the wallet stops retrying"
+        );
     }
     let flagged = get_order(&app, &shop, id).await;
     assert_eq!(flagged["status"], "pending");
-    assert!(flagged["review"].as_str().unwrap().contains("4.20 MOP"), "{flagged}");
+    assert!(
+        flagged["review"].as_str().unwrap().contains("4.20 MOP"),
+        "{flagged}"
+    );
     assert_eq!(flagged["ledger"], json!([]));
-    let balances: Value = app.get("/v1/balances", Some(&shop.key)).await.json().await.unwrap();
+    let balances: Value = app
+        .get("/v1/balances", Some(&shop.key))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(balances["data"], json!([]));
-    let events: Value = app.get("/v1/events", Some(&shop.key)).await.json().await.unwrap();
+    let events: Value = app
+        .get("/v1/events", Some(&shop.key))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert!(events["data"].as_array().unwrap().is_empty());
     app.assert_ledger_ok().await;
 }
@@ -155,7 +223,10 @@ async fn a_failure_reported_after_success_does_not_regress_the_order() {
         code: "PROCESS_FAIL".into(),
         message: "arrived out of order".into(),
     };
-    let handled = sesame::services::callbacks::apply(&app.state, AdapterId::AlipayPlus, late_failure).await.unwrap();
+    let handled =
+        sesame::services::callbacks::apply(&app.state, AdapterId::AlipayPlus, late_failure)
+            .await
+            .unwrap();
     assert_eq!(handled, sesame::services::callbacks::Handled::Processed);
     let still = get_order(&app, &shop, &id).await;
     assert_eq!(still["status"], "succeeded");
@@ -167,31 +238,74 @@ async fn a_failure_reported_after_success_does_not_regress_the_order() {
 async fn held_callbacks_released_in_reverse_order_do_not_regress_or_double_post() {
     let app = spawn_reachable(StoreBackend::Embedded, |_| {}).await;
     let shop = shop(&app).await;
-    app.client.post(app.url("/sandbox/alipay/faults")).json(&json!({"hold_callbacks": true})).send().await.unwrap();
-    let order = create(&app, &shop, json!({"amount": "80.00", "currency": "CNY", "description": "x", "wallet": "alipay_cn"})).await;
+    app.client
+        .post(app.url("/sandbox/alipay/faults"))
+        .json(&json!({"hold_callbacks": true}))
+        .send()
+        .await
+        .unwrap();
+    let order = create(
+        &app,
+        &shop,
+        json!({"amount": "80.00", "currency": "CNY", "description": "x", "wallet": "alipay_cn"}),
+    )
+    .await;
     let id = order["id"].as_str().unwrap().to_owned();
     pay_at_wallet(&app, &order).await;
     // The payment callback is held: the reconciler finds the payment by querying.
     wait_status(&app, &shop, &id, "succeeded").await;
-    let refund = app.post_json(&format!("/v1/orders/{id}/refunds"), Some(&shop.key), &json!({"amount": "80.00"}), None).await;
+    let refund = app
+        .post_json(
+            &format!("/v1/orders/{id}/refunds"),
+            Some(&shop.key),
+            &json!({"amount": "80.00"}),
+            None,
+        )
+        .await;
     assert_eq!(refund.status(), StatusCode::CREATED);
     // Now the wallet delivers its held callbacks, refund first, payment last.
-    let released: Value = app.client.post(app.url("/sandbox/alipay/callbacks/release?order=reverse")).send().await.unwrap().json().await.unwrap();
+    let released: Value = app
+        .client
+        .post(app.url("/sandbox/alipay/callbacks/release?order=reverse"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(released["released"].as_u64().unwrap() >= 1);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let deliveries: Value = app.get("/sandbox/alipay/deliveries", None).await.json().await.unwrap();
-        let acked = deliveries.as_array().unwrap().iter().filter(|d| d["acked"] == true).count();
+        let deliveries: Value = app
+            .get("/sandbox/alipay/deliveries", None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let acked = deliveries
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|d| d["acked"] == true)
+            .count();
         if acked as u64 >= released["released"].as_u64().unwrap() {
             break;
         }
-        assert!(Instant::now() < deadline, "callbacks not acknowledged: {deliveries}");
+        assert!(
+            Instant::now() < deadline,
+            "callbacks not acknowledged: {deliveries}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     let done = get_order(&app, &shop, &id).await;
     assert_eq!(done["status"], "succeeded");
     assert_eq!(done["refunded"], "80.00");
-    let kinds: Vec<&str> = done["ledger"].as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = done["ledger"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds, vec!["payment", "refund"]);
     app.assert_ledger_ok().await;
 }
@@ -202,7 +316,8 @@ async fn unpaid_orders_expire_and_a_payment_after_expiry_is_posted_late() {
     let app = spawn_with_clock(StoreBackend::Embedded, clock.clone()).await;
     let shop = shop(&app).await;
     let body = |amount: &str, wallet: Option<&str>| {
-        let mut b = json!({"amount": amount, "currency": "MOP", "description": "x", "expires_in": 60});
+        let mut b =
+            json!({"amount": amount, "currency": "MOP", "description": "x", "expires_in": 60});
         if let Some(w) = wallet {
             b["wallet"] = json!(w);
         }
@@ -215,12 +330,33 @@ async fn unpaid_orders_expire_and_a_payment_after_expiry_is_posted_late() {
     // A gateway-QR order nobody picks a wallet for.
     let gateway = create(&app, &shop, body("3.00", None)).await;
     let late_id = late["id"].as_str().unwrap().to_owned();
-    app.client.post(app.url("/sandbox/alipay_plus/faults")).json(&json!({"fail_requests": 2})).send().await.unwrap();
-    let closed = app.post_json(&format!("/v1/orders/{late_id}/close"), Some(&shop.key), &json!({}), None).await;
+    app.client
+        .post(app.url("/sandbox/alipay_plus/faults"))
+        .json(&json!({"fail_requests": 2}))
+        .send()
+        .await
+        .unwrap();
+    let closed = app
+        .post_json(
+            &format!("/v1/orders/{late_id}/close"),
+            Some(&shop.key),
+            &json!({}),
+            None,
+        )
+        .await;
     assert_eq!(closed.status(), StatusCode::OK);
-    app.client.post(app.url("/sandbox/alipay_plus/faults")).json(&json!({})).send().await.unwrap();
+    app.client
+        .post(app.url("/sandbox/alipay_plus/faults"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
     clock.advance(61_000);
-    for id in [unpaid["id"].as_str().unwrap(), gateway["id"].as_str().unwrap(), late_id.as_str()] {
+    for id in [
+        unpaid["id"].as_str().unwrap(),
+        gateway["id"].as_str().unwrap(),
+        late_id.as_str(),
+    ] {
         wait_status(&app, &shop, id, "expired").await;
     }
     shop.endpoint.wait_for("order.expired", 3, 20).await;
@@ -232,8 +368,17 @@ async fn unpaid_orders_expire_and_a_payment_after_expiry_is_posted_late() {
     shop.endpoint.wait_for("order.succeeded", 1, 20).await;
     // The unpaid one was closed at the wallet: it can no longer be paid there.
     let cashier = crate::payments::cashier_url(&app, &unpaid);
-    let refused = app.client.post(format!("{cashier}/confirm")).send().await.unwrap();
-    assert!(refused.status().is_client_error(), "closed at the wallet: {}", refused.status());
+    let refused = app
+        .client
+        .post(format!("{cashier}/confirm"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        refused.status().is_client_error(),
+        "closed at the wallet: {}",
+        refused.status()
+    );
     app.assert_ledger_ok().await;
 }
 
@@ -256,7 +401,9 @@ async fn an_undelivered_webhook_survives_a_gateway_restart_and_is_delivered_once
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(shop.endpoint.of_kind("order.succeeded").len(), 1);
     assert_eq!(delivered[0].body["data"]["id"], id.as_str());
-    let report = sesame::services::ledger_verify::verify(&restarted_state.store).await.unwrap();
+    let report = sesame::services::ledger_verify::verify(&restarted_state.store)
+        .await
+        .unwrap();
     assert!(report.is_clean(), "{:?}", report.violations);
     restarted.handle.stop(true).await;
 }

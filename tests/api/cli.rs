@@ -349,11 +349,19 @@ fn sandbox_command_serves_the_wallet_sandboxes_alone() {
     }
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    stream.write_all(b"GET /sandbox/wechat_pay/test-codes HTTP/1.0\r\n\r\n").unwrap();
+    stream
+        .write_all(b"GET /sandbox/wechat_pay/test-codes HTTP/1.0\r\n\r\n")
+        .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let _ = child.kill();
     let _ = child.wait();
-    assert!(response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"), "{response}");
-    assert!(dir.path().join("sandbox_keys.json").exists(), "keys generated on first start");
+    assert!(
+        response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"),
+        "{response}"
+    );
+    assert!(
+        dir.path().join("sandbox_keys.json").exists(),
+        "keys generated on first start"
+    );
 }

@@ -35,7 +35,9 @@ pub async fn shop(app: &TestApp) -> Shop {
 }
 
 pub async fn create(app: &TestApp, shop: &Shop, body: Value) -> Value {
-    let response = app.post_json("/v1/orders", Some(&shop.key), &body, None).await;
+    let response = app
+        .post_json("/v1/orders", Some(&shop.key), &body, None)
+        .await;
     let status = response.status();
     let order: Value = response.json().await.unwrap();
     assert_eq!(status, StatusCode::CREATED, "{order}");
@@ -43,7 +45,11 @@ pub async fn create(app: &TestApp, shop: &Shop, body: Value) -> Value {
 }
 
 pub async fn get_order(app: &TestApp, shop: &Shop, id: &str) -> Value {
-    app.get(&format!("/v1/orders/{id}"), Some(&shop.key)).await.json().await.unwrap()
+    app.get(&format!("/v1/orders/{id}"), Some(&shop.key))
+        .await
+        .json()
+        .await
+        .unwrap()
 }
 
 pub async fn wait_status(app: &TestApp, shop: &Shop, id: &str, status: &str) -> Value {
@@ -53,7 +59,10 @@ pub async fn wait_status(app: &TestApp, shop: &Shop, id: &str, status: &str) -> 
         if order["status"] == status {
             return order;
         }
-        assert!(Instant::now() < deadline, "order never became {status}: {order}");
+        assert!(
+            Instant::now() < deadline,
+            "order never became {status}: {order}"
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
@@ -61,9 +70,15 @@ pub async fn wait_status(app: &TestApp, shop: &Shop, id: &str, status: &str) -> 
 /// The wallet cashier URL of an order's pay action.
 pub fn cashier_url(app: &TestApp, order: &Value) -> String {
     let action = &order["pay"]["action"];
-    let url = action["data"].as_str().or(action["url"].as_str()).unwrap_or_default();
+    let url = action["data"]
+        .as_str()
+        .or(action["url"].as_str())
+        .unwrap_or_default();
     if url.starts_with("weixin://") {
-        return app.url(&format!("/sandbox/wechat_pay/pay/{}", order["id"].as_str().unwrap()));
+        return app.url(&format!(
+            "/sandbox/wechat_pay/pay/{}",
+            order["id"].as_str().unwrap()
+        ));
     }
     url.to_owned()
 }
@@ -73,9 +88,21 @@ pub async fn pay_at_wallet(app: &TestApp, order: &Value) {
     let url = cashier_url(app, order);
     let page = app.client.get(&url).send().await.unwrap();
     assert_eq!(page.status(), StatusCode::OK, "cashier {url}");
-    let confirm = app.client.post(format!("{url}/confirm")).send().await.unwrap();
-    assert!(confirm.status().is_success() || confirm.status().is_redirection(), "{}", confirm.status());
-    if let Some(location) = confirm.headers().get("location").and_then(|l| l.to_str().ok())
+    let confirm = app
+        .client
+        .post(format!("{url}/confirm"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        confirm.status().is_success() || confirm.status().is_redirection(),
+        "{}",
+        confirm.status()
+    );
+    if let Some(location) = confirm
+        .headers()
+        .get("location")
+        .and_then(|l| l.to_str().ok())
         && location.contains("/return/")
     {
         let back = app.client.get(location).send().await.unwrap();
@@ -84,12 +111,27 @@ pub async fn pay_at_wallet(app: &TestApp, order: &Value) {
 }
 
 fn payment_entries(order: &Value) -> usize {
-    order["ledger"].as_array().unwrap().iter().filter(|e| e["kind"] == "payment").count()
+    order["ledger"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "payment")
+        .count()
 }
 
-async fn a_dynamic_order_is_paid_posted_and_announced(app: &TestApp, wallet: &str, amount: &str, currency: &str) {
+async fn a_dynamic_order_is_paid_posted_and_announced(
+    app: &TestApp,
+    wallet: &str,
+    amount: &str,
+    currency: &str,
+) {
     let shop = shop(app).await;
-    let order = create(app, &shop, json!({"amount": amount, "currency": currency, "description": "Coffee", "wallet": wallet})).await;
+    let order = create(
+        app,
+        &shop,
+        json!({"amount": amount, "currency": currency, "description": "Coffee", "wallet": wallet}),
+    )
+    .await;
     assert_eq!(order["status"], "pending", "{wallet}: {order}");
     let id = order["id"].as_str().unwrap().to_owned();
     pay_at_wallet(app, &order).await;
@@ -101,9 +143,23 @@ async fn a_dynamic_order_is_paid_posted_and_announced(app: &TestApp, wallet: &st
     assert_eq!(hook.body["data"]["id"], id.as_str());
     assert_eq!(hook.body["data"]["status"], "succeeded");
     let now = chrono::Utc::now().timestamp();
-    assert!(notify::verify(&shop.secret, &hook.signature, &hook.raw, now, 300), "signed with the merchant secret");
-    assert!(!notify::verify("whsec_other", &hook.signature, &hook.raw, now, 300));
-    let balances: Value = app.get("/v1/balances", Some(&shop.key)).await.json().await.unwrap();
+    assert!(
+        notify::verify(&shop.secret, &hook.signature, &hook.raw, now, 300),
+        "signed with the merchant secret"
+    );
+    assert!(!notify::verify(
+        "whsec_other",
+        &hook.signature,
+        &hook.raw,
+        now,
+        300
+    ));
+    let balances: Value = app
+        .get("/v1/balances", Some(&shop.key))
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(balances["data"][0]["currency"], currency);
     app.assert_ledger_ok().await;
 }
@@ -139,7 +195,12 @@ async fn kakao_pay_is_approved_by_the_return_route() {
 }
 
 async fn test_code(app: &TestApp, adapter: &str, behaviour: &str, prefix: &str) -> String {
-    let codes: Value = app.get(&format!("/sandbox/{adapter}/test-codes"), None).await.json().await.unwrap();
+    let codes: Value = app
+        .get(&format!("/sandbox/{adapter}/test-codes"), None)
+        .await
+        .json()
+        .await
+        .unwrap();
     codes
         .as_array()
         .unwrap()
@@ -156,24 +217,51 @@ async fn customer_codes_pay_at_once_or_after_the_shopper_confirms() {
     let shop = shop(&app).await;
     for (adapter, prefix) in [("wechat_pay", "13"), ("alipay_plus", "280853")] {
         let code = test_code(&app, adapter, "pays_at_once", prefix).await;
-        let order = create(&app, &shop, json!({"amount": "9.90", "currency": "MOP", "description": "Tea", "auth_code": code})).await;
+        let order = create(
+            &app,
+            &shop,
+            json!({"amount": "9.90", "currency": "MOP", "description": "Tea", "auth_code": code}),
+        )
+        .await;
         assert_eq!(order["status"], "succeeded", "{adapter}: {order}");
         assert_eq!(order["adapter"], adapter);
 
         let code = test_code(&app, adapter, "needs_confirmation", prefix).await;
         let order = create(&app, &shop, json!({"amount": "120.00", "currency": "MOP", "description": "Cake", "auth_code": code})).await;
         assert_eq!(order["status"], "pending", "{adapter}: {order}");
-        let confirm = app.client.post(app.url(&format!("/sandbox/{adapter}/codes/{code}/confirm"))).send().await.unwrap();
+        let confirm = app
+            .client
+            .post(app.url(&format!("/sandbox/{adapter}/codes/{code}/confirm")))
+            .send()
+            .await
+            .unwrap();
         assert!(confirm.status().is_success());
         let paid = wait_status(&app, &shop, order["id"].as_str().unwrap(), "succeeded").await;
         assert_eq!(payment_entries(&paid), 1);
 
         let code = test_code(&app, adapter, "declined", prefix).await;
-        let order = create(&app, &shop, json!({"amount": "5.00", "currency": "MOP", "description": "Gum", "auth_code": code})).await;
+        let order = create(
+            &app,
+            &shop,
+            json!({"amount": "5.00", "currency": "MOP", "description": "Gum", "auth_code": code}),
+        )
+        .await;
         assert_eq!(order["status"], "failed", "{adapter}: {order}");
     }
-    let mpay: Value = app.get("/v1/orders?status=succeeded", Some(&shop.key)).await.json().await.unwrap();
-    assert!(mpay["data"].as_array().unwrap().iter().any(|o| o["wallet"] == "mpay"), "the rail named the brand");
+    let mpay: Value = app
+        .get("/v1/orders?status=succeeded", Some(&shop.key))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        mpay["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|o| o["wallet"] == "mpay"),
+        "the rail named the brand"
+    );
     shop.endpoint.wait_for("order.failed", 2, 20).await;
     app.assert_ledger_ok().await;
 }
@@ -188,16 +276,42 @@ async fn refunds_are_partial_repeated_and_never_above_the_capture() {
         pay_at_wallet(&app, &order).await;
         wait_status(&app, &shop, &id, "succeeded").await;
         let path = format!("/v1/orders/{id}/refunds");
-        let first = app.post_json(&path, Some(&shop.key), &json!({"amount": "30.00", "reason": "cold"}), Some(&format!("{id}-r1"))).await;
+        let first = app
+            .post_json(
+                &path,
+                Some(&shop.key),
+                &json!({"amount": "30.00", "reason": "cold"}),
+                Some(&format!("{id}-r1")),
+            )
+            .await;
         assert_eq!(first.status(), StatusCode::CREATED, "{wallet}");
         let first: Value = first.json().await.unwrap();
         assert_eq!(first["status"], "succeeded");
         // The same Idempotency-Key: the same refund, not a second one.
-        let again: Value = app.post_json(&path, Some(&shop.key), &json!({"amount": "30.00", "reason": "cold"}), Some(&format!("{id}-r1"))).await.json().await.unwrap();
+        let again: Value = app
+            .post_json(
+                &path,
+                Some(&shop.key),
+                &json!({"amount": "30.00", "reason": "cold"}),
+                Some(&format!("{id}-r1")),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
         assert_eq!(again["id"], first["id"]);
-        let over = app.post_json(&path, Some(&shop.key), &json!({"amount": "70.01"}), None).await;
-        assert_error(over, StatusCode::UNPROCESSABLE_ENTITY, "refund_exceeds_captured").await;
-        let rest = app.post_json(&path, Some(&shop.key), &json!({"amount": "70.00"}), None).await;
+        let over = app
+            .post_json(&path, Some(&shop.key), &json!({"amount": "70.01"}), None)
+            .await;
+        assert_error(
+            over,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "refund_exceeds_captured",
+        )
+        .await;
+        let rest = app
+            .post_json(&path, Some(&shop.key), &json!({"amount": "70.00"}), None)
+            .await;
         assert_eq!(rest.status(), StatusCode::CREATED, "{wallet}");
         let done = get_order(&app, &shop, &id).await;
         assert_eq!(done["refunded"], "100.00");
@@ -205,8 +319,15 @@ async fn refunds_are_partial_repeated_and_never_above_the_capture() {
         assert_eq!(done["ledger"].as_array().unwrap().len(), 3);
         let listed: Value = app.get(&path, Some(&shop.key)).await.json().await.unwrap();
         assert_eq!(listed["data"].as_array().unwrap().len(), 2);
-        let more = app.post_json(&path, Some(&shop.key), &json!({"amount": "0.01"}), None).await;
-        assert_error(more, StatusCode::UNPROCESSABLE_ENTITY, "refund_exceeds_captured").await;
+        let more = app
+            .post_json(&path, Some(&shop.key), &json!({"amount": "0.01"}), None)
+            .await;
+        assert_error(
+            more,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "refund_exceeds_captured",
+        )
+        .await;
     }
     shop.endpoint.wait_for("refund.succeeded", 6, 20).await;
     app.assert_ledger_ok().await;
@@ -216,7 +337,12 @@ async fn refunds_are_partial_repeated_and_never_above_the_capture() {
 async fn concurrent_refunds_never_exceed_the_capture() {
     let app = spawn_reachable(StoreBackend::Embedded, |_| {}).await;
     let shop = shop(&app).await;
-    let order = create(&app, &shop, json!({"amount": "50.00", "currency": "MOP", "description": "x", "wallet": "mpay"})).await;
+    let order = create(
+        &app,
+        &shop,
+        json!({"amount": "50.00", "currency": "MOP", "description": "x", "wallet": "mpay"}),
+    )
+    .await;
     let id = order["id"].as_str().unwrap().to_owned();
     pay_at_wallet(&app, &order).await;
     wait_status(&app, &shop, &id, "succeeded").await;
@@ -226,7 +352,15 @@ async fn concurrent_refunds_never_exceed_the_capture() {
         let url = app.url(&format!("/v1/orders/{id}/refunds"));
         let key = shop.key.clone();
         tasks.push(tokio::spawn(async move {
-            client.post(url).bearer_auth(key).header("Idempotency-Key", format!("c{i}")).json(&json!({"amount": "10.00"})).send().await.unwrap().status()
+            client
+                .post(url)
+                .bearer_auth(key)
+                .header("Idempotency-Key", format!("c{i}"))
+                .json(&json!({"amount": "10.00"}))
+                .send()
+                .await
+                .unwrap()
+                .status()
         }));
     }
     let mut ok = 0;
@@ -235,7 +369,10 @@ async fn concurrent_refunds_never_exceed_the_capture() {
         if status == StatusCode::CREATED {
             ok += 1;
         } else {
-            assert!(status == StatusCode::UNPROCESSABLE_ENTITY || status == StatusCode::CONFLICT, "{status}");
+            assert!(
+                status == StatusCode::UNPROCESSABLE_ENTITY || status == StatusCode::CONFLICT,
+                "{status}"
+            );
         }
     }
     assert_eq!(ok, 5, "exactly the captured 50.00 in 10.00 refunds");
@@ -249,12 +386,23 @@ async fn duplicated_callbacks_post_once_and_announce_once() {
     let app = spawn_reachable(StoreBackend::Embedded, |_| {}).await;
     let shop = shop(&app).await;
     for adapter in ["alipay_plus", "alipay", "wechat_pay"] {
-        let faults = app.client.post(app.url(&format!("/sandbox/{adapter}/faults"))).json(&json!({"duplicate_callbacks": 9})).send().await.unwrap();
+        let faults = app
+            .client
+            .post(app.url(&format!("/sandbox/{adapter}/faults")))
+            .json(&json!({"duplicate_callbacks": 9}))
+            .send()
+            .await
+            .unwrap();
         assert!(faults.status().is_success());
     }
     for wallet in ["mpay", "alipay_cn", "wechat_pay"] {
         let currency = if wallet == "alipay_cn" { "CNY" } else { "MOP" };
-        let order = create(&app, &shop, json!({"amount": "10.00", "currency": currency, "description": "x", "wallet": wallet})).await;
+        let order = create(
+            &app,
+            &shop,
+            json!({"amount": "10.00", "currency": currency, "description": "x", "wallet": wallet}),
+        )
+        .await;
         let id = order["id"].as_str().unwrap().to_owned();
         pay_at_wallet(&app, &order).await;
         let paid = wait_status(&app, &shop, &id, "succeeded").await;
@@ -265,8 +413,18 @@ async fn duplicated_callbacks_post_once_and_announce_once() {
         assert_eq!(paid_again["updated_at"], paid["updated_at"]);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let events: Value = app.get("/v1/events", Some(&shop.key)).await.json().await.unwrap();
-    let succeeded = events["data"].as_array().unwrap().iter().filter(|e| e["type"] == "order.succeeded").count();
+    let events: Value = app
+        .get("/v1/events", Some(&shop.key))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let succeeded = events["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["type"] == "order.succeeded")
+        .count();
     assert_eq!(succeeded, 3, "one event per order");
     let hooks = shop.endpoint.wait_for("order.succeeded", 3, 20).await;
     let unique: std::collections::HashSet<_> = hooks.iter().map(|h| h.event_id.clone()).collect();
@@ -279,15 +437,30 @@ async fn the_merchant_endpoint_down_for_a_while_gets_each_event_once_later() {
     let app = spawn_reachable(StoreBackend::Embedded, |_| {}).await;
     let shop = shop(&app).await;
     shop.endpoint.set_down(true);
-    let order = create(&app, &shop, json!({"amount": "10.00", "currency": "MOP", "description": "x", "wallet": "mpay"})).await;
+    let order = create(
+        &app,
+        &shop,
+        json!({"amount": "10.00", "currency": "MOP", "description": "x", "wallet": "mpay"}),
+    )
+    .await;
     let id = order["id"].as_str().unwrap().to_owned();
     pay_at_wallet(&app, &order).await;
     wait_status(&app, &shop, &id, "succeeded").await;
-    let events: Value = app.get("/v1/events", Some(&shop.key)).await.json().await.unwrap();
+    let events: Value = app
+        .get("/v1/events", Some(&shop.key))
+        .await
+        .json()
+        .await
+        .unwrap();
     let event_id = events["data"][0]["id"].as_str().unwrap().to_owned();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let event: Value = app.get(&format!("/v1/events/{event_id}"), Some(&shop.key)).await.json().await.unwrap();
+        let event: Value = app
+            .get(&format!("/v1/events/{event_id}"), Some(&shop.key))
+            .await
+            .json()
+            .await
+            .unwrap();
         if event["delivery"]["attempts"].as_u64().unwrap_or(0) >= 2 {
             assert_eq!(event["delivery"]["state"], "pending");
             assert_eq!(event["delivery"]["last_error"], "HTTP 503");
@@ -299,10 +472,20 @@ async fn the_merchant_endpoint_down_for_a_while_gets_each_event_once_later() {
     shop.endpoint.set_down(false);
     let delivered = shop.endpoint.wait_for("order.succeeded", 1, 20).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(shop.endpoint.of_kind("order.succeeded").len(), 1, "exactly once after recovery");
+    assert_eq!(
+        shop.endpoint.of_kind("order.succeeded").len(),
+        1,
+        "exactly once after recovery"
+    );
     assert_eq!(delivered[0].event_id, event_id);
     // A manual resend delivers it again (same id: the merchant dedupes).
-    let resend = app.client.post(app.url(&format!("/v1/events/{event_id}/resend"))).bearer_auth(&shop.key).send().await.unwrap();
+    let resend = app
+        .client
+        .post(app.url(&format!("/v1/events/{event_id}/resend")))
+        .bearer_auth(&shop.key)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resend.status(), StatusCode::ACCEPTED);
     let again = shop.endpoint.wait_for("order.succeeded", 2, 20).await;
     assert_eq!(again[1].event_id, event_id);

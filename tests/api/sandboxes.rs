@@ -16,7 +16,9 @@ const ADAPTERS: [&str; 4] = ["alipay", "alipay_plus", "wechat_pay", "kakao_pay"]
 async fn every_sandbox_is_mounted_and_issues_test_codes() {
     let app = spawn_app().await;
     for adapter in ADAPTERS {
-        let response = app.get(&format!("/sandbox/{adapter}/test-codes"), None).await;
+        let response = app
+            .get(&format!("/sandbox/{adapter}/test-codes"), None)
+            .await;
         assert_eq!(response.status(), StatusCode::OK, "{adapter}");
         let codes: Value = response.json().await.unwrap();
         assert!(codes.is_array() || codes.is_object(), "{adapter}: {codes}");
@@ -54,7 +56,10 @@ async fn an_adapter_creates_a_payment_on_its_in_process_sandbox() {
     let PayAction::QrString { data } = created.action else {
         panic!("expected a QR string, got {:?}", created.action);
     };
-    assert!(data.starts_with(&app.address), "{data} points at this gateway's sandbox");
+    assert!(
+        data.starts_with(&app.address),
+        "{data} points at this gateway's sandbox"
+    );
     let page = app.client.get(&data).send().await.unwrap();
     assert_eq!(page.status(), StatusCode::OK);
     assert!(page.text().await.unwrap().contains("12.30"));
@@ -62,7 +67,10 @@ async fn an_adapter_creates_a_payment_on_its_in_process_sandbox() {
 
 #[tokio::test]
 async fn disabled_wallets_mount_no_sandbox() {
-    let app = spawn_with(StoreBackend::Embedded, |s| s.wallets.mode = WalletMode::Disabled).await;
+    let app = spawn_with(StoreBackend::Embedded, |s| {
+        s.wallets.mode = WalletMode::Disabled
+    })
+    .await;
     let response = app.get("/sandbox/alipay/test-codes", None).await;
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
     assert!(app.state.wallets.configured().is_empty());
@@ -74,14 +82,27 @@ fn sandbox_keys_are_generated_once_with_private_permissions() {
     let first = sesame::wallets::load_or_create_keys(dir.path()).unwrap();
     let path = dir.path().join(sesame::wallets::KEYS_FILE);
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let text = std::fs::read_to_string(&path).unwrap();
     let second = sesame::wallets::load_or_create_keys(dir.path()).unwrap();
-    assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "not regenerated");
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        text,
+        "not regenerated"
+    );
     assert_eq!(first.len(), 4);
     for (id, keys) in &first {
-        assert_eq!(keys.to_pem().unwrap().merchant_pem, second[id].to_pem().unwrap().merchant_pem);
+        assert_eq!(
+            keys.to_pem().unwrap().merchant_pem,
+            second[id].to_pem().unwrap().merchant_pem
+        );
     }
     std::fs::write(&path, b"{not json").unwrap();
-    assert!(sesame::wallets::load_or_create_keys(dir.path()).is_err(), "corrupt keys are an error, not silently replaced");
+    assert!(
+        sesame::wallets::load_or_create_keys(dir.path()).is_err(),
+        "corrupt keys are an error, not silently replaced"
+    );
 }

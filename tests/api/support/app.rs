@@ -79,7 +79,10 @@ pub async fn spawn_reachable(backend: StoreBackend, tweak: impl FnOnce(&mut Sett
 }
 
 /// A reachable app whose services read time from `clock`.
-pub async fn spawn_with_clock(backend: StoreBackend, clock: std::sync::Arc<sesame::clock::ManualClock>) -> TestApp {
+pub async fn spawn_with_clock(
+    backend: StoreBackend,
+    clock: std::sync::Arc<sesame::clock::ManualClock>,
+) -> TestApp {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -99,7 +102,9 @@ pub struct Restarted {
 
 pub async fn restart(settings: Settings, data_dir: std::path::PathBuf) -> Restarted {
     assert_eq!(settings.store.path, data_dir);
-    let app = Application::build(settings).await.expect("application restarts");
+    let app = Application::build(settings)
+        .await
+        .expect("application restarts");
     let state = app.state();
     let handle = app.handle();
     tokio::spawn(app.run_until_stopped());
@@ -107,10 +112,19 @@ pub async fn restart(settings: Settings, data_dir: std::path::PathBuf) -> Restar
 }
 
 pub async fn spawn_with(backend: StoreBackend, tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    build(backend, std::sync::Arc::new(sesame::clock::SystemClock), tweak).await
+    build(
+        backend,
+        std::sync::Arc::new(sesame::clock::SystemClock),
+        tweak,
+    )
+    .await
 }
 
-async fn build(backend: StoreBackend, clock: sesame::clock::DynClock, tweak: impl FnOnce(&mut Settings)) -> TestApp {
+async fn build(
+    backend: StoreBackend,
+    clock: sesame::clock::DynClock,
+    tweak: impl FnOnce(&mut Settings),
+) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut settings = test_settings(dir.path());
     let redis = match backend {
@@ -123,7 +137,8 @@ async fn build(backend: StoreBackend, clock: sesame::clock::DynClock, tweak: imp
         }
     };
     tweak(&mut settings);
-    std::fs::write(dir.path().join(sesame::wallets::KEYS_FILE), sandbox_keys()).expect("write keys");
+    std::fs::write(dir.path().join(sesame::wallets::KEYS_FILE), sandbox_keys())
+        .expect("write keys");
     let admin_token = settings.admin.token.clone();
     let app = Application::build_with_clock(settings, clock)
         .await
@@ -257,8 +272,14 @@ impl TestApp {
 
     /// `sesame ledger verify` on this app's store: every test ends with a clean book.
     pub async fn assert_ledger_ok(&self) {
-        let report = sesame::services::ledger_verify::verify(&self.state.store).await.expect("verify runs");
-        assert!(report.is_clean(), "ledger violations: {:?}", report.violations);
+        let report = sesame::services::ledger_verify::verify(&self.state.store)
+            .await
+            .expect("verify runs");
+        assert!(
+            report.is_clean(),
+            "ledger violations: {:?}",
+            report.violations
+        );
     }
 
     pub async fn metric(&self, name: &str) -> f64 {

@@ -65,15 +65,23 @@ impl MerchantEndpoint {
     pub async fn start() -> MerchantEndpoint {
         let inner = Arc::new(Inner::default());
         let data = web::Data::from(inner.clone());
-        let server = HttpServer::new(move || App::new().app_data(data.clone()).route("/hooks", web::post().to(receive)))
-            .workers(1)
-            .bind(("127.0.0.1", 0))
-            .unwrap();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(data.clone())
+                .route("/hooks", web::post().to(receive))
+        })
+        .workers(1)
+        .bind(("127.0.0.1", 0))
+        .unwrap();
         let port = server.addrs()[0].port();
         let server = server.run();
         let handle = server.handle();
         tokio::spawn(server);
-        MerchantEndpoint { inner, url: format!("http://127.0.0.1:{port}/hooks"), handle }
+        MerchantEndpoint {
+            inner,
+            url: format!("http://127.0.0.1:{port}/hooks"),
+            handle,
+        }
     }
 
     pub fn set_down(&self, down: bool) {
@@ -85,7 +93,10 @@ impl MerchantEndpoint {
     }
 
     pub fn of_kind(&self, kind: &str) -> Vec<Delivery> {
-        self.deliveries().into_iter().filter(|d| d.kind == kind).collect()
+        self.deliveries()
+            .into_iter()
+            .filter(|d| d.kind == kind)
+            .collect()
     }
 
     /// Waits until `count` deliveries of `kind` arrived (or panics after `secs`).
@@ -96,7 +107,14 @@ impl MerchantEndpoint {
             if got.len() >= count {
                 return got;
             }
-            assert!(Instant::now() < deadline, "waited for {count} {kind}, got {:?}", self.deliveries().iter().map(|d| d.kind.clone()).collect::<Vec<_>>());
+            assert!(
+                Instant::now() < deadline,
+                "waited for {count} {kind}, got {:?}",
+                self.deliveries()
+                    .iter()
+                    .map(|d| d.kind.clone())
+                    .collect::<Vec<_>>()
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
