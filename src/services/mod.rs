@@ -7,4 +7,6 @@ pub mod ledger_verify;
 pub mod merchants;
 pub mod notify;
 pub mod payments;
+pub mod rate_limit;
 pub mod reconciler;
+pub mod shopper;

@@ -16,4 +16,5 @@ mod payments;
 mod plates_render;
 mod redis_durability;
 mod sandboxes;
+mod shopper;
 mod store_conformance;
