@@ -4,6 +4,7 @@
 
 mod support;
 
+mod browser;
 mod callbacks;
 mod cli;
 mod errors;
