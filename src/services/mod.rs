@@ -2,6 +2,7 @@
 
 pub mod admin_token;
 pub mod callbacks;
+pub mod demo;
 pub mod idempotency;
 pub mod ledger_verify;
 pub mod merchants;

@@ -675,3 +675,28 @@ async fn the_ip_rate_limit_answers_429_even_before_the_token_is_checked() {
         StatusCode::TOO_MANY_REQUESTS
     );
 }
+
+#[tokio::test]
+async fn the_demo_merchant_and_plate_are_created_once_and_work() {
+    let app = spawn_reachable(StoreBackend::Embedded, |_| {}).await;
+    let first = sesame::services::demo::ensure(&app.state).await.unwrap();
+    let again = sesame::services::demo::ensure(&app.state).await.unwrap();
+    assert_eq!(first.merchant.id, again.merchant.id);
+    assert_eq!(first.plate.id, again.plate.id);
+    assert_eq!(app.merchant_count().await, 1);
+    let path = first
+        .plate_url
+        .strip_prefix(&app.address)
+        .unwrap()
+        .to_owned();
+    let (status, _, html) = get_page(&app, &path, PLAIN_UA, Some("zh-Hant")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(html.contains("芝麻示範咖啡店"));
+    let (_, _, html) = get_page(&app, &path, PLAIN_UA, Some("pt")).await;
+    assert!(html.contains("Café Demo Sesame"));
+    let poster = first.poster_url.strip_prefix(&app.address).unwrap();
+    assert_eq!(
+        app.get(poster, Some(&app.admin_token)).await.status(),
+        StatusCode::OK
+    );
+}
