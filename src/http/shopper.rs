@@ -134,7 +134,7 @@ fn page(
             return HttpResponse::InternalServerError()
                 .content_type("text/plain; charset=utf-8")
                 .insert_header(("Cache-Control", "no-store"))
-                .body("Something went wrong. Nothing was charged.");
+                .body(lang.messages().get("error_text").to_owned());
         }
     };
     let mut response = HttpResponse::build(status);

@@ -284,7 +284,22 @@ async fn browser_invalid_amount_is_shown_next_to_the_field() {
     let app = spawn_reachable(StoreBackend::Embedded, |_| {}).await;
     let p = plated(&app, "MOP").await;
     let browser = Browser::start(MPAY_UA).await;
+    // A small phone: the page (here with its error shown) must not scroll sideways.
+    browser.client.set_window_size(320, 640).await.unwrap();
     open_and_pay(&browser, &app, &p, "Cafe Nam Van", "12.345", None).await;
+    let widths = browser
+        .client
+        .execute(
+            "return [window.innerWidth, document.documentElement.scrollWidth];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(widths[0], 320, "{widths}");
+    assert!(
+        widths[1].as_i64().unwrap() <= 320,
+        "content wider than 320 px: {widths}"
+    );
     assert_eq!(
         browser.text("#amount-error").await,
         "MOP amounts have at most 2 decimal places."

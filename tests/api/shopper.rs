@@ -355,6 +355,30 @@ async fn a_double_submit_is_one_order_paid_once_and_the_status_page_shows_it() {
 }
 
 #[tokio::test]
+async fn kakao_pay_outside_krw_goes_through_alipay_plus() {
+    let app = spawn_reachable(StoreBackend::Embedded, |_| {}).await;
+    let p = plated(&app, "MOP").await;
+    let ua = "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 Chrome/120.0 Mobile Safari/537.36 KAKAOTALK 10.4.5";
+    let (_, _, html) = get_page(&app, &format!("/q/{}", p.token), ua, None).await;
+    assert!(html.contains("Paying with Kakao Pay"));
+    let response = post_pay(
+        &app,
+        &p.token,
+        ua,
+        &[("amount", "20"), ("nonce", &nonce_of(&html))],
+    )
+    .await;
+    assert!(
+        location(&response).contains("/sandbox/alipay_plus/"),
+        "{}",
+        location(&response)
+    );
+    let orders = orders_of(&app, &p.shop).await;
+    assert_eq!(orders[0]["wallet"], "kakao_pay");
+    assert_eq!(orders[0]["adapter"], "alipay_plus");
+}
+
+#[tokio::test]
 async fn a_reused_form_with_another_amount_is_refused_with_a_fresh_form() {
     let app = spawn_reachable(StoreBackend::Embedded, |_| {}).await;
     let p = plated(&app, "MOP").await;
