@@ -42,6 +42,7 @@ pub struct LangLink {
 
 pub struct Chrome {
     t: &'static Messages,
+    assets: &'static Assets,
     lang_tag: &'static str,
     title: String,
     langs: Vec<LangLink>,
@@ -67,6 +68,7 @@ impl Chrome {
             .collect();
         Chrome {
             t,
+            assets: assets(),
             lang_tag: lang.tag(),
             title,
             langs,
@@ -321,24 +323,30 @@ const CSS: &str = include_str!("../../static/sesame.css");
 const STATUS_JS: &str = include_str!("../../static/status.js");
 const WECHAT_JS: &str = include_str!("../../static/wechat.js");
 
-/// A short content hash: served as `ETag`, so a long cache is still revalidated on deploy.
-fn etag(text: &str) -> String {
-    format!(
-        "\"{}\"",
-        &hex::encode(Sha256::digest(text.as_bytes()))[..16]
-    )
+/// A short content hash of an asset.
+fn content_hash(text: &str) -> String {
+    hex::encode(Sha256::digest(text.as_bytes()))[..16].to_owned()
+}
+
+/// Versioned asset addresses (`?v=<content hash>`): a deploy that changes a file
+/// changes its address, so browsers may cache each version for a year.
+pub struct Assets {
+    css: String,
+    status_js: String,
+    wechat_js: String,
+}
+
+fn assets() -> &'static Assets {
+    static ASSETS: OnceLock<Assets> = OnceLock::new();
+    ASSETS.get_or_init(|| Assets {
+        css: format!("/static/sesame.css?v={}", content_hash(CSS)),
+        status_js: format!("/static/status.js?v={}", content_hash(STATUS_JS)),
+        wechat_js: format!("/static/wechat.js?v={}", content_hash(WECHAT_JS)),
+    })
 }
 
 fn asset(req: &HttpRequest, text: &'static str, content_type: &str) -> HttpResponse {
-    static TAGS: OnceLock<[String; 3]> = OnceLock::new();
-    let tags = TAGS.get_or_init(|| [etag(CSS), etag(STATUS_JS), etag(WECHAT_JS)]);
-    let tag = if std::ptr::eq(text, CSS) {
-        &tags[0]
-    } else if std::ptr::eq(text, STATUS_JS) {
-        &tags[1]
-    } else {
-        &tags[2]
-    };
+    let tag = format!("\"{}\"", content_hash(text));
     let cached = req
         .headers()
         .get("if-none-match")
@@ -351,11 +359,8 @@ fn asset(req: &HttpRequest, text: &'static str, content_type: &str) -> HttpRespo
     };
     response
         .content_type(content_type)
-        .insert_header((
-            "Cache-Control",
-            "public, max-age=86400, stale-while-revalidate=604800",
-        ))
-        .insert_header(("ETag", tag.as_str()))
+        .insert_header(("Cache-Control", "public, max-age=31536000, immutable"))
+        .insert_header(("ETag", tag))
         .insert_header(("X-Content-Type-Options", "nosniff"));
     if cached {
         response.finish()
