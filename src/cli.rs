@@ -197,10 +197,19 @@ fn runtime<F: Future<Output = ExitCode>>(fut: F) -> ExitCode {
 }
 
 async fn serve(settings: Settings) -> ExitCode {
+    let demo = settings.environment == config::Environment::Local && settings.shopper.demo;
+    let admin_token_configured = !settings.admin.token.is_empty();
+    let data_dir = settings.store.path.clone();
     let app = match Application::build(settings).await {
         Ok(app) => app,
         Err(e) => return fail(format!("{e:#}")),
     };
+    if demo {
+        match crate::services::demo::ensure(&app.state()).await {
+            Ok(demo) => print_demo(&demo, admin_token_configured, &data_dir),
+            Err(e) => tracing::warn!(error = %e.message(), "could not set up the demo merchant"),
+        }
+    }
     tracing::info!(port = app.port(), "sesame listening");
     match app.run_until_stopped().await {
         Ok(()) => {
@@ -209,6 +218,28 @@ async fn serve(settings: Settings) -> ExitCode {
         }
         Err(e) => fail(e),
     }
+}
+
+/// The demo plate a phone can scan, and how to fetch its poster (admin API).
+fn print_demo(
+    demo: &crate::services::demo::Demo,
+    token_configured: bool,
+    data_dir: &std::path::Path,
+) {
+    let bearer = if token_configured {
+        "$SESAME__ADMIN__TOKEN".to_owned()
+    } else {
+        format!(
+            "$(cat {})",
+            data_dir
+                .join(crate::services::admin_token::FILE_NAME)
+                .display()
+        )
+    };
+    println!(
+        "Demo merchant \"{}\" ({}):\n  plate:  {}\n  poster: curl -sH \"Authorization: Bearer {bearer}\" {} -o demo-poster.svg",
+        demo.merchant.name, demo.merchant.id, demo.plate_url, demo.poster_url
+    );
 }
 
 async fn ledger_verify(settings: Settings) -> ExitCode {

@@ -56,6 +56,26 @@ pub struct Settings {
     pub wallets: WalletSettings,
     pub payments: PaymentSettings,
     pub workers: WorkerSettings,
+    pub shopper: ShopperSettings,
+}
+
+/// The public shopper pages (`/q/*`, `/o/*`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShopperSettings {
+    /// Requests one client IP may make to the shopper pages per minute (burst = this).
+    pub rate_per_ip_per_minute: u32,
+    /// Requests one plate may receive per minute from all clients together.
+    pub rate_per_plate_per_minute: u32,
+    /// Client IPs (and plates) the rate limiter remembers at once (LRU beyond that).
+    pub rate_limit_entries: usize,
+    /// Smallest amount a shopper may type, in minor units of the merchant currency.
+    pub min_amount_minor: i64,
+    /// Wallet origins (`https://host`) a shopper's Pay form may lead to: the CSP
+    /// `form-action` list. The sandbox origin is added when it is not this gateway.
+    pub wallet_origins: Vec<String>,
+    /// On `sesame serve` in the local environment: create a demo merchant and plate once.
+    pub demo: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -254,6 +274,24 @@ impl Settings {
         }
         if self.idempotency.retention_hours <= 0 || self.idempotency.lease_secs <= 0 {
             return Err(ConfigError("idempotency timings must be positive".into()));
+        }
+        if self.shopper.rate_per_ip_per_minute == 0 || self.shopper.rate_per_plate_per_minute == 0 {
+            return Err(ConfigError("shopper rate limits must be positive".into()));
+        }
+        if self.shopper.min_amount_minor < 1 {
+            return Err(ConfigError(
+                "shopper.min_amount_minor must be at least 1".into(),
+            ));
+        }
+        if let Some(bad) = self.shopper.wallet_origins.iter().find(|o| {
+            !(o.starts_with("https://") || o.starts_with("http://"))
+                || o.ends_with('/')
+                || o.contains(char::is_whitespace)
+                || o.contains(';')
+        }) {
+            return Err(ConfigError(format!(
+                "shopper.wallet_origins entry {bad:?} must be an origin like https://host"
+            )));
         }
         if self.qr.max_size_px < 64 {
             return Err(ConfigError("qr.max_size_px must be at least 64".into()));

@@ -18,6 +18,7 @@ use crate::qr::render::RenderCache;
 use crate::qr::token::PlateTokens;
 use crate::services::admin_token::{self, AdminToken, Resolved};
 use crate::services::idempotency::Idempotency;
+use crate::services::shopper::ShopperLimits;
 use crate::store::{self, DynStore};
 use crate::wallets::{self, Wallets};
 use crate::workers::Workers;
@@ -35,6 +36,8 @@ pub struct AppState {
     /// Wallet brand names printed on posters.
     pub accepted_wallets: Vec<String>,
     pub wallets: Wallets,
+    /// Rate limiters of the public shopper pages.
+    pub shopper_limits: ShopperLimits,
     /// Derives order and refund ids from Idempotency-Keys (see `services::payments`).
     pub id_secret: Vec<u8>,
 }
@@ -85,6 +88,7 @@ pub async fn build_state(
     );
     let state = AppState {
         renders: RenderCache::new(settings.qr.render_cache_entries),
+        shopper_limits: ShopperLimits::new(&settings.shopper),
         accepted_wallets: accepted_wallets(&wallets.brands),
         wallets,
         id_secret,

@@ -27,6 +27,8 @@ pub struct Wallets {
     adapters: BTreeMap<AdapterId, Arc<dyn WalletAdapter>>,
     /// Kept concrete: the Kakao return route calls `approve`, outside the trait.
     pub kakao: Option<Arc<kakao_pay::KakaoPayAdapter>>,
+    /// Kept concrete: the shopper pages call its OAuth (openid) and JSAPI helpers.
+    pub wechat: Option<Arc<wechat_pay::WechatPayAdapter>>,
     /// Mounted under `/sandbox/<adapter>/` in sandbox mode.
     pub sandboxes: Option<Sandboxes>,
 }
@@ -50,6 +52,7 @@ impl Wallets {
             brands,
             adapters,
             kakao: None,
+            wechat: None,
             sandboxes: None,
         }
     }
@@ -194,15 +197,17 @@ pub fn build(
     )
     .map_err(fail("kakao_pay"))?;
     let kakao = Arc::new(kakao_adapter);
+    let wechat = Arc::new(wechat_adapter);
     let mut adapters: BTreeMap<AdapterId, Arc<dyn WalletAdapter>> = BTreeMap::new();
     adapters.insert(AdapterId::Alipay, Arc::new(alipay_adapter));
     adapters.insert(AdapterId::AlipayPlus, Arc::new(plus_adapter));
-    adapters.insert(AdapterId::WechatPay, Arc::new(wechat_adapter));
+    adapters.insert(AdapterId::WechatPay, wechat.clone());
     adapters.insert(AdapterId::KakaoPay, kakao.clone());
     Ok(Wallets {
         brands,
         adapters,
         kakao: Some(kakao),
+        wechat: Some(wechat),
         sandboxes: Some(Sandboxes {
             alipay: alipay_sandbox,
             alipay_plus: plus_sandbox,

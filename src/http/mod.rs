@@ -11,6 +11,7 @@ pub mod orders;
 pub mod plates;
 pub mod request_id;
 pub mod returns;
+pub mod shopper;
 pub mod webhooks;
 
 use actix_web::{HttpRequest, HttpResponse, web};
@@ -58,7 +59,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/events/{id}/resend").route(web::post().to(orders::resend_event)))
         .service(resource("/webhooks/{adapter}").route(web::post().to(webhooks::wallet_callback)))
         .service(resource("/return/{adapter}/{order}").route(web::get().to(returns::wallet_return)))
-        .service(resource("/o/{id}").route(web::get().to(returns::order_status_page)));
+        .service(resource("/q/{token}").route(web::get().to(shopper::plate_page)))
+        .service(resource("/q/{token}/pay").route(web::post().to(shopper::pay)))
+        .service(resource("/q/{token}/wechat").route(web::get().to(shopper::wechat_return)))
+        .service(resource("/o/{id}").route(web::get().to(shopper::status_page)))
+        .service(resource("/o/{id}/status").route(web::get().to(shopper::status_json)))
+        .service(resource("/static/sesame.css").route(web::get().to(shopper::css)))
+        .service(resource("/static/status.js").route(web::get().to(shopper::status_js)))
+        .service(resource("/static/wechat.js").route(web::get().to(shopper::wechat_js)));
 }
 
 fn resource(path: &str) -> actix_web::Resource {

@@ -62,34 +62,3 @@ pub async fn wallet_return(
     }
     Ok(to_status_page(&id))
 }
-
-/// `GET /o/{id}`: a minimal status page for the shopper's browser.
-pub async fn order_status_page(
-    state: web::Data<AppState>,
-    path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
-    let not_found = || ApiError::new(ErrorCode::OrderNotFound);
-    let id = OrderId::parse(&path).ok_or_else(not_found)?;
-    let order = state.store.order(&id).await?.ok_or_else(not_found)?;
-    let merchant = state
-        .store
-        .merchant(&order.merchant_id)
-        .await?
-        .ok_or_else(not_found)?;
-    let amount = sesame_adapters::money::Money::from_minor(order.amount_minor, order.currency)
-        .map(|m| m.to_string())
-        .unwrap_or_default();
-    let escape = sesame_adapters::sandbox::escape;
-    let body = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
-<title>{merchant}</title></head><body><h1 id=\"merchant\">{merchant}</h1><p id=\"amount\">{amount}</p>\
-<p id=\"status\" data-status=\"{status}\">{status}</p><p id=\"order\">{id}</p></body></html>",
-        merchant = escape(&merchant.name),
-        amount = escape(&amount),
-        status = order.status.as_str(),
-    );
-    Ok(HttpResponse::Ok()
-        .content_type("text/html; charset=utf-8")
-        .insert_header(("Cache-Control", "no-store"))
-        .body(body))
-}

@@ -293,6 +293,11 @@ pub fn new_plate(merchant: &MerchantId, input: NewPlate, now: i64) -> Plate {
     }
 }
 
+/// A fresh secret for signing a merchant's webhooks.
+pub fn new_webhook_secret() -> String {
+    format!("whsec_{}", base32(&random_bytes::<32>()))
+}
+
 pub async fn create_merchant(
     store: &DynStore,
     ctx: &PlateContext<'_>,
@@ -309,7 +314,7 @@ pub async fn create_merchant(
         mcc: input.mcc,
         currency: input.currency,
         notify_url: input.notify_url,
-        webhook_secret: format!("whsec_{}", base32(&random_bytes::<32>())),
+        webhook_secret: new_webhook_secret(),
         fees_bps: Default::default(),
         status: MerchantStatus::Active,
         created_at: now,

@@ -167,7 +167,7 @@ fn merchant_info(merchant: &Merchant) -> MerchantInfo {
     }
 }
 
-fn fee_bps_for(state: &AppState, merchant: &Merchant, brand: Option<&str>) -> u32 {
+pub(crate) fn fee_bps_for(state: &AppState, merchant: &Merchant, brand: Option<&str>) -> u32 {
     brand
         .and_then(|b| merchant.fees_bps.get(b).copied())
         .unwrap_or(state.settings.payments.default_mdr_bps)
@@ -382,7 +382,7 @@ pub async fn create_order(
     }
 }
 
-fn insert_change(order: &Order) -> OrderChange {
+pub(crate) fn insert_change(order: &Order) -> OrderChange {
     OrderChange {
         order: order.clone(),
         expected_version: 0,

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod browser;
 mod callbacks;
 mod cli;
 mod errors;
@@ -16,4 +17,5 @@ mod payments;
 mod plates_render;
 mod redis_durability;
 mod sandboxes;
+mod shopper;
 mod store_conformance;

@@ -1,0 +1,408 @@
+//! The shopper flow in a real headless Chromium (driven through chromedriver), one
+//! wallet's in-app User-Agent per test: open the plate URL, check the merchant, type
+//! the amount, Pay, pay (or cancel) on the wallet sandbox's cashier, land on the
+//! status page; then check the order, its ledger entry and the merchant webhook.
+//! Each final page is saved to `artifacts/screenshots/<test>.png`.
+//!
+//! Needs `chromium` and `chromium-driver` (Debian packages; `.ci/run` installs them).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use serde_json::{Value, json};
+use sesame::config::StoreBackend;
+use tokio::process::{Child, Command};
+use tokio::sync::{Semaphore, SemaphorePermit};
+
+use crate::payments::{Shop, wait_status};
+use crate::shopper::{MPAY_UA, PLAIN_UA, Plated, WECHAT_UA, orders_of, plated};
+use crate::support::app::{TestApp, spawn_reachable};
+
+const ALIPAY_HK_UA: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 AliApp(APHK/15.1.0) AlipayClientHK/15.1.0 Language/zh-Hant";
+const ALIPAY_CN_UA: &str = "Mozilla/5.0 (Linux; U; Android 13; zh-CN; V2203A) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/69.0 Mobile Safari/537.36 AliApp(AP/10.5.36.8100) AlipayClient/10.5.36.8100 Language/zh-Hans";
+const KAKAO_UA: &str = "Mozilla/5.0 (Linux; Android 14; SM-S918N) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Mobile Safari/537.36 KAKAOTALK 10.4.5";
+
+/// Browsers running at once (the machine has two cores).
+static SLOTS: Semaphore = Semaphore::const_new(2);
+
+struct Browser {
+    client: Client,
+    driver: Child,
+    _profile: tempfile::TempDir,
+    _slot: SemaphorePermit<'static>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn chromium_binary() -> String {
+    std::env::var("CHROME_BIN").unwrap_or_else(|_| "/usr/bin/chromium".to_owned())
+}
+
+impl Browser {
+    async fn start(user_agent: &str) -> Browser {
+        let slot = SLOTS.acquire().await.expect("browser slots");
+        let port = free_port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("chromedriver runs (apt-get install chromium chromium-driver)");
+        let webdriver = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while reqwest::get(format!("{webdriver}/status")).await.is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let profile = tempfile::tempdir().expect("profile dir");
+        let mut caps = serde_json::Map::new();
+        caps.insert("browserName".into(), json!("chrome"));
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": chromium_binary(),
+                "args": [
+                    "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-background-networking", "--disable-component-update",
+                    "--no-first-run", "--window-size=390,844",
+                    format!("--user-data-dir={}", profile.path().display()),
+                    format!("--user-agent={user_agent}"),
+                ],
+            }),
+        );
+        // chromedriver listens on plain HTTP on loopback: no TLS connector needed.
+        let client = ClientBuilder::new(HttpConnector::new())
+            .capabilities(caps)
+            .connect(&webdriver)
+            .await
+            .expect("a chromium session");
+        Browser {
+            client,
+            driver,
+            _profile: profile,
+            _slot: slot,
+        }
+    }
+
+    async fn text(&self, css: &str) -> String {
+        self.wait_for(css).await.text().await.expect("text")
+    }
+
+    async fn wait_for(&self, css: &str) -> fantoccini::elements::Element {
+        match self
+            .client
+            .wait()
+            .at_most(Duration::from_secs(30))
+            .for_element(Locator::Css(css))
+            .await
+        {
+            Ok(element) => element,
+            Err(e) => {
+                let url = self.client.current_url().await.map(|u| u.to_string());
+                let source = self.client.source().await.unwrap_or_default();
+                panic!("{css} never appeared ({e}); at {url:?}:\n{source}");
+            }
+        }
+    }
+
+    async fn click(&self, css: &str) {
+        self.wait_for(css).await.click().await.expect("click");
+    }
+
+    async fn type_into(&self, css: &str, text: &str) {
+        let field = self.wait_for(css).await;
+        field.clear().await.expect("clear");
+        field.send_keys(text).await.expect("type");
+    }
+
+    /// Saves the current page and ends the session.
+    async fn finish(mut self, test: &str) {
+        let png = self.client.screenshot().await.expect("screenshot");
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("artifacts/screenshots");
+        std::fs::create_dir_all(&dir).expect("screenshot dir");
+        std::fs::write(dir.join(format!("{test}.png")), png).expect("save screenshot");
+        let _ = self.client.clone().close().await;
+        let _ = self.driver.kill().await;
+    }
+}
+
+/// Opens the plate, checks the merchant shown first, types the amount and presses Pay.
+async fn open_and_pay(
+    browser: &Browser,
+    app: &TestApp,
+    p: &Plated,
+    merchant: &str,
+    amount: &str,
+    pick: Option<&str>,
+) {
+    browser
+        .client
+        .goto(&app.url(&format!("/q/{}", p.token)))
+        .await
+        .expect("open plate");
+    assert_eq!(browser.text("#merchant").await, merchant);
+    if let Some(brand) = pick {
+        browser.click(&format!("#w-{brand}")).await;
+    }
+    browser.type_into("#amount", amount).await;
+    browser.click("#submit").await;
+}
+
+async fn the_only_order(app: &TestApp, shop: &Shop) -> String {
+    let orders = orders_of(app, shop).await;
+    assert_eq!(orders.len(), 1, "{orders:?}");
+    orders[0]["id"].as_str().unwrap().to_owned()
+}
+
+/// The order is paid, posted once and announced to the merchant.
+async fn assert_paid(app: &TestApp, shop: &Shop, id: &str, amount: &str, wallet: &str) {
+    let order = wait_status(app, shop, id, "succeeded").await;
+    assert_eq!(order["amount"], amount);
+    assert_eq!(order["wallet"], wallet);
+    assert_eq!(order["mode"], "static_scan");
+    let payments: Vec<&Value> = order["ledger"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "payment")
+        .collect();
+    assert_eq!(payments.len(), 1, "{order}");
+    let hooks = shop.endpoint.wait_for("order.succeeded", 1, 20).await;
+    assert_eq!(hooks[0].body["data"]["id"], id);
+    app.assert_ledger_ok().await;
+}
+
+async fn a_wallet_pays_from_the_plate(
+    test: &str,
+    ua: &str,
+    currency: &str,
+    amount: &str,
+    wallet: &str,
+    pick: Option<&str>,
+) {
+    let app = spawn_reachable(StoreBackend::Embedded, |_| {}).await;
+    let p = plated(&app, currency).await;
+    let merchant = if currency == "MOP" {
+        "Cafe Nam Van"
+    } else {
+        "Seoul Bapsang"
+    };
+    let browser = Browser::start(ua).await;
+    open_and_pay(&browser, &app, &p, merchant, amount, pick).await;
+    if wallet != "wechat_pay" {
+        browser.click("#pay").await;
+    }
+    browser.wait_for("#status[data-status='succeeded']").await;
+    assert!(browser.text("#amount").await.contains(currency));
+    let id = the_only_order(&app, &p.shop).await;
+    assert_eq!(browser.text("#order").await, id);
+    assert_paid(&app, &p.shop, &id, amount, wallet).await;
+    browser.finish(test).await;
+}
+
+#[tokio::test]
+async fn browser_mpay_pays_a_plate() {
+    a_wallet_pays_from_the_plate("mpay_pays_a_plate", MPAY_UA, "MOP", "12.30", "mpay", None).await;
+}
+
+#[tokio::test]
+async fn browser_alipay_hk_pays_a_plate() {
+    a_wallet_pays_from_the_plate(
+        "alipay_hk_pays_a_plate",
+        ALIPAY_HK_UA,
+        "MOP",
+        "7.50",
+        "alipay_hk",
+        None,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn browser_alipay_cn_pays_a_plate() {
+    a_wallet_pays_from_the_plate(
+        "alipay_cn_pays_a_plate",
+        ALIPAY_CN_UA,
+        "MOP",
+        "45.00",
+        "alipay_cn",
+        None,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn browser_wechat_pays_a_plate_through_oauth_and_jsapi() {
+    a_wallet_pays_from_the_plate(
+        "wechat_pays_a_plate",
+        WECHAT_UA,
+        "MOP",
+        "3.20",
+        "wechat_pay",
+        None,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn browser_kakao_pays_a_krw_plate_directly() {
+    a_wallet_pays_from_the_plate(
+        "kakao_pays_a_krw_plate",
+        KAKAO_UA,
+        "KRW",
+        "12000",
+        "kakao_pay",
+        None,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn browser_unknown_browser_picks_a_wallet_and_pays() {
+    a_wallet_pays_from_the_plate(
+        "picker_pays_a_plate",
+        PLAIN_UA,
+        "MOP",
+        "18.80",
+        "alipay_hk",
+        Some("alipay_hk"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn browser_invalid_amount_is_shown_next_to_the_field() {
+    let app = spawn_reachable(StoreBackend::Embedded, |_| {}).await;
+    let p = plated(&app, "MOP").await;
+    let browser = Browser::start(MPAY_UA).await;
+    // A small phone: the page (here with its error shown) must not scroll sideways.
+    browser.client.set_window_size(320, 640).await.unwrap();
+    open_and_pay(&browser, &app, &p, "Cafe Nam Van", "12.345", None).await;
+    let widths = browser
+        .client
+        .execute(
+            "return [window.innerWidth, document.documentElement.scrollWidth];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(widths[0], 320, "{widths}");
+    assert!(
+        widths[1].as_i64().unwrap() <= 320,
+        "content wider than 320 px: {widths}"
+    );
+    assert_eq!(
+        browser.text("#amount-error").await,
+        "MOP amounts have at most 2 decimal places."
+    );
+    let field = browser.wait_for("#amount").await;
+    assert_eq!(
+        field.attr("aria-describedby").await.unwrap().as_deref(),
+        Some("amount-error")
+    );
+    assert!(orders_of(&app, &p.shop).await.is_empty());
+    browser.type_into("#amount", "12.34").await;
+    browser.click("#submit").await;
+    browser.click("#pay").await;
+    browser.wait_for("#status[data-status='succeeded']").await;
+    let id = the_only_order(&app, &p.shop).await;
+    assert_paid(&app, &p.shop, &id, "12.34", "mpay").await;
+    browser.finish("invalid_amount_then_paid").await;
+}
+
+#[tokio::test]
+async fn browser_double_submit_makes_one_order() {
+    let app = spawn_reachable(StoreBackend::Embedded, |_| {}).await;
+    let p = plated(&app, "MOP").await;
+    let browser = Browser::start(MPAY_UA).await;
+    browser
+        .client
+        .goto(&app.url(&format!("/q/{}", p.token)))
+        .await
+        .unwrap();
+    browser.type_into("#amount", "9.90").await;
+    // Two taps on Pay before the first answer arrives.
+    browser
+        .client
+        .execute(
+            "var b = document.getElementById('submit'); b.click(); b.click(); return true;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    browser.click("#pay").await;
+    browser.wait_for("#status[data-status='succeeded']").await;
+    let id = the_only_order(&app, &p.shop).await;
+    assert_paid(&app, &p.shop, &id, "9.90", "mpay").await;
+    browser.finish("double_submit_one_order").await;
+}
+
+#[tokio::test]
+async fn browser_cancelled_payment_offers_to_pay_again() {
+    let app = spawn_reachable(StoreBackend::Embedded, |_| {}).await;
+    let p = plated(&app, "MOP").await;
+    let browser = Browser::start(MPAY_UA).await;
+    open_and_pay(&browser, &app, &p, "Cafe Nam Van", "5.00", None).await;
+    browser.click("#cancel").await;
+    browser
+        .wait_for("#status[data-status='failed'], #status[data-status='expired']")
+        .await;
+    let id = the_only_order(&app, &p.shop).await;
+    let order: Value = app
+        .get(&format!("/v1/orders/{id}"), Some(&p.shop.key))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        order["status"] == "failed" || order["status"] == "expired",
+        "{order}"
+    );
+    assert!(
+        order["ledger"].as_array().unwrap().is_empty(),
+        "nothing posted"
+    );
+    browser.click("#again").await;
+    assert_eq!(browser.text("#merchant").await, "Cafe Nam Van");
+    browser.finish("cancelled_payment").await;
+}
+
+#[tokio::test]
+async fn browser_expired_order_shows_expired_with_a_way_back() {
+    let app = spawn_reachable(StoreBackend::Embedded, |_| {}).await;
+    let p = plated(&app, "MOP").await;
+    let browser = Browser::start(MPAY_UA).await;
+    open_and_pay(&browser, &app, &p, "Cafe Nam Van", "6.60", None).await;
+    browser.wait_for("#pay").await;
+    let id = the_only_order(&app, &p.shop).await;
+    let closed = app
+        .post_json(
+            &format!("/v1/orders/{id}/close"),
+            Some(&p.shop.key),
+            &json!({}),
+            None,
+        )
+        .await;
+    assert_eq!(closed.status(), reqwest::StatusCode::OK);
+    browser
+        .client
+        .goto(&app.url(&format!("/o/{id}")))
+        .await
+        .unwrap();
+    browser.wait_for("#status[data-status='expired']").await;
+    let again = browser.wait_for("#again").await;
+    assert_eq!(
+        again.attr("href").await.unwrap().as_deref(),
+        Some(format!("/q/{}", p.token).as_str())
+    );
+    browser.finish("expired_order").await;
+}
