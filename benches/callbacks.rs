@@ -7,8 +7,8 @@
 //! - `raw_store_commit/<backend>`: one `PaymentStore::commit` inserting an order;
 //! - `rsa_verify`: one RSA-2048 SHA-256 verification (`sesame_adapters::crypto`);
 //! - `redis_set`: one `SET` round trip on the same private server;
-//! - `fsync_4k`: one 4 KiB write + `fdatasync` on the temp dir's disk (what both
-//!   stores wait for on every durable write).
+//! - `fsync_4k/{append,overwrite}`: one 4 KiB write + `fdatasync` on the temp dir's
+//!   disk (what both stores wait for on every durable write).
 //!
 //! After criterion, a concurrency run (2,000 callbacks, 16 tasks, per backend) prints
 //! throughput and p50/p99 latency next to raw commits measured the same way.
@@ -402,33 +402,59 @@ fn bench_rsa_verify(c: &mut Criterion, wallet_key: &RsaPrivateKey) {
     });
 }
 
-/// What one durable 4 KiB write costs on the disk the stores use: `write` + `fdatasync`
-/// (SQLite's WAL commit and Redis's `appendfsync always` both end in one).
+/// What one durable 4 KiB write costs on the disk the stores use: `write` +
+/// `fdatasync`, appending to a file (as SQLite's WAL and Redis's AOF do on every
+/// durable write) and overwriting an allocated block (a reused WAL page).
 fn bench_fsync(c: &mut Criterion) {
     use std::os::unix::fs::FileExt;
+    /// Blocks of the overwritten file; also where the appended file starts over.
     const BLOCKS: u64 = 1024;
     let dir = tempfile::tempdir().expect("temp dir");
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .read(true)
-        .write(true)
-        .open(dir.path().join("fsync-probe"))
-        .expect("probe file");
-    // Preallocated and synced once, so each timed write is a data sync, not a resize.
-    file.set_len(BLOCKS * 4096).expect("preallocate");
-    file.sync_all().expect("sync");
+    let open = |name: &str| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .read(true)
+            .write(true)
+            .open(dir.path().join(name))
+            .expect("probe file")
+    };
     let block = [0x5au8; 4096];
-    let mut at = 0u64;
     let mut group = c.benchmark_group("fsync_4k");
     group
         .sample_size(STORE_SAMPLES)
         .sampling_mode(SamplingMode::Flat);
-    group.bench_function("tmp", |b| {
+
+    let appended = open("append-probe");
+    let mut at = 0u64;
+    group.bench_function("append", |b| {
         b.iter(|| {
-            file.write_all_at(&block, (at % BLOCKS) * 4096)
+            if at == BLOCKS * 16 {
+                appended.set_len(0).expect("start over");
+                at = 0;
+            }
+            appended.write_all_at(&block, at * 4096).expect("write");
+            appended.sync_data().expect("fdatasync");
+            at += 1;
+        })
+    });
+
+    // Written out (not a sparse `set_len`) and synced once, so each timed write
+    // overwrites allocated blocks.
+    let overwritten = open("overwrite-probe");
+    for i in 0..BLOCKS {
+        overwritten
+            .write_all_at(&block, i * 4096)
+            .expect("preallocate");
+    }
+    overwritten.sync_all().expect("sync");
+    let mut at = 0u64;
+    group.bench_function("overwrite", |b| {
+        b.iter(|| {
+            overwritten
+                .write_all_at(&block, (at % BLOCKS) * 4096)
                 .expect("write");
-            file.sync_data().expect("fdatasync");
+            overwritten.sync_data().expect("fdatasync");
             at += 1;
         })
     });
