@@ -231,16 +231,15 @@ async fn ledger_verify(settings: Settings) -> ExitCode {
 
 async fn reconcile(mut settings: Settings) -> ExitCode {
     settings.workers.enabled = false;
-    let (state, _) = match crate::startup::build_state(
-        settings,
-        std::sync::Arc::new(SystemClock),
-        "http://127.0.0.1:0",
-    )
-    .await
-    {
-        Ok(built) => built,
-        Err(e) => return fail(format!("{e:#}")),
-    };
+    // In sandbox mode the sandboxes live in the running gateway: reach them at its address.
+    let gateway = crate::startup::local_base_url(settings.server.bind);
+    let (state, _) =
+        match crate::startup::build_state(settings, std::sync::Arc::new(SystemClock), &gateway)
+            .await
+        {
+            Ok(built) => built,
+            Err(e) => return fail(format!("{e:#}")),
+        };
     let mut total = 0;
     loop {
         let looked_at = crate::services::reconciler::reconcile_once(&state).await;

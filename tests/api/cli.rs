@@ -365,3 +365,102 @@ fn sandbox_command_serves_the_wallet_sandboxes_alone() {
         "keys generated on first start"
     );
 }
+
+#[tokio::test]
+async fn ledger_verify_passes_a_clean_book_and_fails_a_tampered_one() {
+    use sesame::domain::ledger::{self, EntryKind, LedgerEntry};
+    use sesame::domain::order::{Order, OrderMode, OrderStatus};
+    use sesame::store::OrderChange;
+
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store: sesame::store::DynStore = std::sync::Arc::new(
+            sesame::store::embedded::EmbeddedStore::open(dir.path())
+                .await
+                .unwrap(),
+        );
+        let (bundle, _) = crate::store_conformance::bundle("Cafe", 1_700_000_000_000);
+        store.create_merchant(&bundle).await.unwrap();
+        let m = bundle.merchant.id.clone();
+        let mut order = Order {
+            id: sesame::domain::OrderId::generate_for(&m),
+            merchant_id: m.clone(),
+            plate_id: None,
+            amount_minor: 1_000,
+            currency: sesame_adapters::money::Currency::Mop,
+            description: "x".into(),
+            reference: None,
+            mode: OrderMode::DynamicQr,
+            brand: None,
+            adapter: Some("alipay".into()),
+            status: OrderStatus::Succeeded,
+            paid_late: false,
+            wallet_ref: None,
+            pay_action: None,
+            fee_bps: 150,
+            fee_minor: 15,
+            refunded_minor: 0,
+            refund_pending_minor: 0,
+            review: None,
+            expires_at: 1_700_000_900_000,
+            next_check_at: None,
+            paid_at: Some(1_700_000_000_000),
+            created_at: 1_700_000_000_000,
+            updated_at: 1_700_000_000_000,
+            version: 1,
+        };
+        let entry = LedgerEntry {
+            id: LedgerEntry::payment_id(&order.id),
+            merchant_id: m.clone(),
+            currency: order.currency,
+            order_id: order.id.clone(),
+            kind: EntryKind::Payment,
+            postings: ledger::payment_entry("alipay", 1_000, 15).unwrap(),
+            created_at: 1_700_000_000_000,
+        };
+        order.version = 1;
+        let change = OrderChange {
+            order,
+            expected_version: 0,
+            dedupe_key: None,
+            refund: None,
+            entry: Some(entry),
+            event: None,
+        };
+        store.commit(&change, 1_700_000_000_000).await.unwrap();
+    }
+    let verify = || {
+        sesame()
+            .args(["ledger", "verify"])
+            .env("SESAME__STORE__PATH", dir.path())
+            .output()
+            .unwrap()
+    };
+    let clean = verify();
+    assert!(
+        clean.status.success(),
+        "{}",
+        String::from_utf8_lossy(&clean.stderr)
+    );
+    let report: Value = serde_json::from_slice(&clean.stdout).unwrap();
+    assert_eq!(report["entries"], 1);
+    assert_eq!(report["succeeded_orders"], 1);
+
+    let db = rusqlite::Connection::open(dir.path().join("sesame.db")).unwrap();
+    db.execute(
+        "UPDATE balances SET balance = balance + 1 WHERE account = 'fee_income'",
+        [],
+    )
+    .unwrap();
+    drop(db);
+    let tampered = verify();
+    assert!(!tampered.status.success(), "a tampered book must fail");
+    let report: Value = serde_json::from_slice(&tampered.stdout).unwrap();
+    assert!(
+        report["violations"][0]
+            .as_str()
+            .unwrap()
+            .contains("fee_income"),
+        "{report}"
+    );
+}

@@ -491,3 +491,75 @@ async fn the_merchant_endpoint_down_for_a_while_gets_each_event_once_later() {
     assert_eq!(again[1].event_id, event_id);
     app.assert_ledger_ok().await;
 }
+
+#[tokio::test]
+async fn a_retry_after_a_wallet_timeout_reuses_the_order_id_and_pays_once() {
+    let app = spawn_reachable(StoreBackend::Embedded, |_| {}).await;
+    let shop = shop(&app).await;
+    app.client
+        .post(app.url("/sandbox/alipay_plus/faults"))
+        .json(&json!({"fail_requests": 1}))
+        .send()
+        .await
+        .unwrap();
+    let body = json!({"amount": "33.00", "currency": "MOP", "description": "x", "wallet": "mpay"});
+    let failed = app
+        .post_json(
+            "/v1/orders",
+            Some(&shop.key),
+            &body,
+            Some("till-3-ticket-9"),
+        )
+        .await;
+    assert_error(
+        failed,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "wallet_unavailable",
+    )
+    .await;
+    let retried = app
+        .post_json(
+            "/v1/orders",
+            Some(&shop.key),
+            &body,
+            Some("till-3-ticket-9"),
+        )
+        .await;
+    assert_eq!(retried.status(), StatusCode::CREATED);
+    let order: Value = retried.json().await.unwrap();
+    assert_eq!(order["status"], "pending");
+    let listed: Value = app
+        .get("/v1/orders", Some(&shop.key))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        listed["data"].as_array().unwrap().len(),
+        1,
+        "one order, the same id both times"
+    );
+    pay_at_wallet(&app, &order).await;
+    let paid = wait_status(&app, &shop, order["id"].as_str().unwrap(), "succeeded").await;
+    assert_eq!(payment_entries(&paid), 1);
+    let statement = app
+        .get(
+            &format!(
+                "/sandbox/alipay_plus/statement?date={}",
+                chrono::Utc::now()
+                    .with_timezone(&chrono::FixedOffset::east_opt(8 * 3600).unwrap())
+                    .format("%Y-%m-%d")
+            ),
+            None,
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    let lines = statement
+        .lines()
+        .filter(|l| l.contains(order["id"].as_str().unwrap()))
+        .count();
+    assert_eq!(lines, 1, "the wallet saw one payment: {statement}");
+    app.assert_ledger_ok().await;
+}

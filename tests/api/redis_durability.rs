@@ -1,15 +1,25 @@
 //! The Redis backend's promises beyond the shared conformance suite: it refuses a
 //! server that could lose acknowledged writes, keeps every key of a merchant under
 //! one cluster hash tag, survives a kill -9 of Redis, and turns a hung server into
-//! `Unavailable` within its timeout instead of hanging.
+//! `Unavailable` within its timeout instead of hanging. The same holds for payments:
+//! a commit writes only under the merchant's hash tag (plus the two documented global
+//! work sets), and a settle acknowledged before a kill -9 is still there afterwards.
 //! Each test runs its own private redis-server (never the machine's Redis).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use sesame::domain::ApiKey;
+use sesame::domain::event::{DeliveryState, Event, EventKind};
+use sesame::domain::ledger::{self, EntryKind, LedgerEntry};
+use sesame::domain::order::{Order, OrderMode, OrderStatus};
+use sesame::domain::refund::{Refund, RefundStatus};
+use sesame::domain::{ApiKey, EventId, MerchantId, OrderId, RefundId};
 use sesame::store::redis::RedisStore;
-use sesame::store::{IdemBegin, IdemClock, IdemScope, Store, StoreError, StoredResponse};
+use sesame::store::{
+    CommitOutcome, IdemBegin, IdemClock, IdemScope, OrderChange, PaymentStore, Store, StoreError,
+    StoredResponse,
+};
+use sesame_adapters::money::Currency;
 use sha2::{Digest, Sha256};
 
 use crate::store_conformance::{bundle, plate};
@@ -331,4 +341,386 @@ async fn unreachable_redis_is_unavailable_and_its_password_stays_hidden() {
         other => panic!("expected Unavailable, got {other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(15));
+}
+
+fn open_order(merchant: &MerchantId, created_at: i64) -> Order {
+    Order {
+        id: OrderId::generate_for(merchant),
+        merchant_id: merchant.clone(),
+        plate_id: None,
+        amount_minor: 10_000,
+        currency: Currency::Mop,
+        description: "Coffee".into(),
+        reference: None,
+        mode: OrderMode::DynamicQr,
+        brand: Some("mpay".into()),
+        adapter: Some("alipay_plus".into()),
+        status: OrderStatus::Pending,
+        paid_late: false,
+        wallet_ref: None,
+        pay_action: None,
+        fee_bps: 120,
+        fee_minor: 0,
+        refunded_minor: 0,
+        refund_pending_minor: 0,
+        review: None,
+        expires_at: created_at + 900_000,
+        next_check_at: Some(created_at + 60_000),
+        paid_at: None,
+        created_at,
+        updated_at: created_at,
+        version: 1,
+    }
+}
+
+fn insert_change(order: &Order) -> OrderChange {
+    OrderChange {
+        order: order.clone(),
+        expected_version: 0,
+        dedupe_key: None,
+        refund: None,
+        entry: None,
+        event: None,
+    }
+}
+
+fn merchant_event(merchant: &MerchantId, kind: EventKind, at: i64) -> Event {
+    Event {
+        id: EventId::generate(),
+        merchant_id: merchant.clone(),
+        kind,
+        data: serde_json::json!({ "at": at }),
+        created_at: at,
+    }
+}
+
+/// The callback's settle: paid, posted, merchant told, deduped by the wallet event.
+fn settle_change(order: &Order, wallet_event: &str, at: i64) -> OrderChange {
+    let mut paid = order.clone();
+    paid.status = OrderStatus::Succeeded;
+    paid.fee_minor = 120;
+    paid.paid_at = Some(at);
+    paid.next_check_at = None;
+    paid.updated_at = at;
+    paid.version = order.version + 1;
+    OrderChange {
+        order: paid,
+        expected_version: order.version,
+        dedupe_key: Some(wallet_event.to_owned()),
+        refund: None,
+        entry: Some(LedgerEntry {
+            id: LedgerEntry::payment_id(&order.id),
+            merchant_id: order.merchant_id.clone(),
+            currency: order.currency,
+            order_id: order.id.clone(),
+            kind: EntryKind::Payment,
+            postings: ledger::payment_entry("alipay_plus", order.amount_minor, 120).unwrap(),
+            created_at: at,
+        }),
+        event: Some(merchant_event(
+            &order.merchant_id,
+            EventKind::OrderSucceeded,
+            at,
+        )),
+    }
+}
+
+/// A full refund of a settled order in one commit: refund, entry, event, dedupe.
+fn refund_change(paid: &Order, at: i64) -> OrderChange {
+    let merchant = &paid.merchant_id;
+    let refund = Refund {
+        id: RefundId::generate_for(merchant),
+        order_id: paid.id.clone(),
+        merchant_id: merchant.clone(),
+        amount_minor: paid.amount_minor,
+        currency: paid.currency,
+        reason: None,
+        status: RefundStatus::Succeeded,
+        wallet_refund_ref: Some("w-1".into()),
+        failure: None,
+        created_at: at,
+        updated_at: at,
+    };
+    let mut refunded = paid.clone();
+    refunded.refunded_minor = paid.amount_minor;
+    refunded.version = paid.version + 1;
+    OrderChange {
+        order: refunded,
+        expected_version: paid.version,
+        dedupe_key: Some(format!("refund:{}", refund.id)),
+        entry: Some(LedgerEntry {
+            id: LedgerEntry::refund_id(&paid.id, &refund.id),
+            merchant_id: merchant.clone(),
+            currency: paid.currency,
+            order_id: paid.id.clone(),
+            kind: EntryKind::Refund,
+            postings: ledger::refund_entry("alipay_plus", paid.amount_minor, 120, 0, 10_000)
+                .unwrap(),
+            created_at: at,
+        }),
+        refund: Some(refund),
+        event: Some(merchant_event(merchant, EventKind::RefundSucceeded, at)),
+    }
+}
+
+async fn members(server: &RedisServer, key: &str) -> BTreeSet<String> {
+    redis::cmd("SMEMBERS")
+        .arg(key)
+        .query_async(&mut raw(server).await)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn payment_keys_of_a_merchant_share_its_hash_tag_except_the_two_work_sets() {
+    let server = RedisServer::start().await;
+    let store = connect(&server, false).await.unwrap();
+    let m = MerchantId::generate();
+    let paid_order = open_order(&m, T0);
+    let still_open = open_order(&m, T0 + 1);
+    for o in [&paid_order, &still_open] {
+        assert_eq!(
+            store.commit(&insert_change(o), T0).await.unwrap(),
+            CommitOutcome::Applied
+        );
+    }
+    let settle = settle_change(&paid_order, "alipay_plus:evt-1", T0 + 5);
+    assert_eq!(
+        store.commit(&settle, T0 + 5).await.unwrap(),
+        CommitOutcome::Applied
+    );
+    let refund = refund_change(&settle.order, T0 + 10);
+    assert_eq!(
+        store.commit(&refund, T0 + 10).await.unwrap(),
+        CommitOutcome::Applied
+    );
+    assert_eq!(
+        store
+            .claim_due_events(T0 + 10, 30_000, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+
+    let keys = all_keys(&server).await;
+    let tag = format!("test:{{m:{m}}}:");
+    let scoped: BTreeSet<String> = keys
+        .iter()
+        .filter(|k| k.contains(m.as_str()))
+        .cloned()
+        .collect();
+    let expected_scoped: BTreeSet<String> = [
+        "orders".to_owned(),
+        "order-versions".to_owned(),
+        "orders-by-created".to_owned(),
+        "orders-due".to_owned(),
+        "dedupe".to_owned(),
+        "refunds".to_owned(),
+        format!("order-refunds:{}", paid_order.id),
+        "entries".to_owned(),
+        "ledger".to_owned(),
+        format!("order-entries:{}", paid_order.id),
+        "balances".to_owned(),
+        "events".to_owned(),
+        "event-seq".to_owned(),
+        "events-by-seq".to_owned(),
+        "outbox".to_owned(),
+        "outbox-due".to_owned(),
+    ]
+    .iter()
+    .map(|suffix| format!("{tag}{suffix}"))
+    .collect();
+    assert_eq!(scoped, expected_scoped);
+    for key in &scoped {
+        assert_eq!(key.matches('{').count(), 1, "{key}");
+    }
+    let global: BTreeSet<String> = keys.difference(&scoped).cloned().collect();
+    let expected_global: BTreeSet<String> = [
+        "test:due-merchants".to_owned(),
+        "test:outbox-merchants".to_owned(),
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(global, expected_global);
+    // The global sets hold merchant ids only, never records.
+    for key in &expected_global {
+        assert_eq!(members(&server, key).await, [m.to_string()].into());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_merchant_leaves_the_work_sets_and_comes_back_with_new_work() {
+    let server = RedisServer::start().await;
+    let store = connect(&server, false).await.unwrap();
+    let m = MerchantId::generate();
+    let first = open_order(&m, T0);
+    store.commit(&insert_change(&first), T0).await.unwrap();
+    store
+        .commit(&settle_change(&first, "e1", T0), T0)
+        .await
+        .unwrap();
+    let claim = store
+        .claim_due_events(T0, 30_000, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(
+        store
+            .complete_event(&m, &claim.event.id, &claim.lease)
+            .await
+            .unwrap()
+    );
+    // Nothing due and nothing pending: the scans retire the merchant.
+    assert!(store.orders_due(T0 + DAY, 10).await.unwrap().is_empty());
+    assert!(
+        store
+            .claim_due_events(T0 + DAY, 30_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(members(&server, "test:due-merchants").await.is_empty());
+    assert!(members(&server, "test:outbox-merchants").await.is_empty());
+
+    // New work lists the merchant again and the scans find it.
+    let second = open_order(&m, T0 + DAY);
+    store
+        .commit(&insert_change(&second), T0 + DAY)
+        .await
+        .unwrap();
+    let due = store.orders_due(T0 + 2 * DAY, 10).await.unwrap();
+    assert_eq!(due.iter().map(|o| &o.id).collect::<Vec<_>>(), [&second.id]);
+    let settle = settle_change(&second, "e2", T0 + DAY);
+    store.commit(&settle, T0 + DAY).await.unwrap();
+    let claims = store.claim_due_events(T0 + DAY, 30_000, 10).await.unwrap();
+    assert_eq!(
+        claims.iter().map(|c| &c.event.id).collect::<Vec<_>>(),
+        [&settle.event.as_ref().unwrap().id]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settle_acknowledged_before_kill_9_survives_the_restart() {
+    let mut server = RedisServer::start().await;
+    let store = connect(&server, false).await.unwrap();
+    let m = MerchantId::generate();
+    let order = open_order(&m, T0);
+    store.commit(&insert_change(&order), T0).await.unwrap();
+    let settle = settle_change(&order, "alipay_plus:evt-9", T0 + 5);
+    assert_eq!(
+        store.commit(&settle, T0 + 5).await.unwrap(),
+        CommitOutcome::Applied
+    );
+
+    server.restart().await;
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let stored = loop {
+        match store.order(&order.id).await {
+            Ok(found) => break found,
+            Err(StoreError::Unavailable(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(other) => panic!("store did not recover: {other:?}"),
+        }
+    };
+    assert_eq!(stored, Some(settle.order.clone()));
+    assert_eq!(
+        store.entries_of(&order.id).await.unwrap(),
+        vec![settle.entry.clone().unwrap()]
+    );
+    let fee = store
+        .balances(&m)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|b| b.account == "fee_income")
+        .map(|b| b.balance);
+    assert_eq!(fee, Some(-120));
+    let event = settle.event.clone().unwrap();
+    assert_eq!(
+        store.events_after(&m, None, 10).await.unwrap(),
+        vec![event.clone()]
+    );
+    let (_, status) = store.event(&m, &event.id).await.unwrap().unwrap();
+    assert_eq!(status.state, DeliveryState::Pending);
+    // The dedupe key survived too: the wallet's retry is a duplicate.
+    assert_eq!(
+        store.commit(&settle, T0 + 6).await.unwrap(),
+        CommitOutcome::Duplicate
+    );
+    let claims = store.claim_due_events(T0 + 6, 30_000, 10).await.unwrap();
+    assert_eq!(claims.len(), 1);
+    assert_eq!(claims[0].event, event);
+}
+
+/// Release-mode figures for the callback benchmark's comparison: insert + settle
+/// commits against a private redis-server with `appendfsync always`, first one at a
+/// time, then from concurrent tasks sharing the store (as gateway workers do).
+/// `cargo test --release --test api settle_commit_rate -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run on demand with --release"]
+async fn settle_commit_rate() {
+    const ORDERS: usize = 2_000;
+    const TASKS: usize = 32;
+    let server = RedisServer::start().await;
+    let store = std::sync::Arc::new(connect(&server, false).await.unwrap());
+    let batch = |m: &MerchantId, count: usize| -> Vec<(OrderChange, OrderChange)> {
+        (0..count)
+            .map(|i| {
+                let o = open_order(m, T0 + i as i64);
+                let settle = settle_change(&o, &format!("evt-{i}"), T0 + 10);
+                (insert_change(&o), settle)
+            })
+            .collect()
+    };
+
+    let sequential = batch(&MerchantId::generate(), ORDERS);
+    let started = Instant::now();
+    for (insert, _) in &sequential {
+        store.commit(insert, T0).await.unwrap();
+    }
+    let inserted = started.elapsed();
+    let started = Instant::now();
+    for (_, settle) in &sequential {
+        assert_eq!(
+            store.commit(settle, T0 + 10).await.unwrap(),
+            CommitOutcome::Applied
+        );
+    }
+    let settled = started.elapsed();
+
+    let work: Vec<_> = (0..TASKS)
+        .map(|_| batch(&MerchantId::generate(), ORDERS / TASKS))
+        .collect();
+    let started = Instant::now();
+    let tasks: Vec<_> = work
+        .into_iter()
+        .map(|changes| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for (insert, settle) in &changes {
+                    store.commit(insert, T0).await.unwrap();
+                    assert_eq!(
+                        store.commit(settle, T0 + 10).await.unwrap(),
+                        CommitOutcome::Applied
+                    );
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let concurrent = started.elapsed();
+    let rate = |count: usize, took: Duration| count as f64 / took.as_secs_f64();
+    println!(
+        "redis port {}: sequential {ORDERS} inserts {:.0}/s, {ORDERS} settles {:.0}/s; \
+         {TASKS} tasks: {ORDERS} insert+settle pairs {:.0} commits/s",
+        server.port(),
+        rate(ORDERS, inserted),
+        rate(ORDERS, settled),
+        rate(2 * ORDERS, concurrent),
+    );
 }

@@ -9,7 +9,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::domain::{MerchantId, PlateId};
+use crate::domain::{MerchantId, OrderId, PlateId};
 
 /// Key builder for one deployment's prefix.
 #[derive(Debug, Clone)]
@@ -59,6 +59,110 @@ impl Keys {
         format!("{}:idem:{}", self.scoped(merchant), hashed(client_key))
     }
 
+    /// Hash: order id -> order JSON.
+    pub fn orders(&self, merchant: &MerchantId) -> String {
+        format!("{}:orders", self.scoped(merchant))
+    }
+
+    /// Hash: order id -> stored version (decimal), the compare-and-set field.
+    pub fn order_versions(&self, merchant: &MerchantId) -> String {
+        format!("{}:order-versions", self.scoped(merchant))
+    }
+
+    /// Sorted set of order ids scored by `created_at`. Ids of one merchant are
+    /// fixed-length lower-case base32 in ASCII order, so a reverse range is exactly
+    /// newest first with ties by id descending.
+    pub fn orders_by_created(&self, merchant: &MerchantId) -> String {
+        format!("{}:orders-by-created", self.scoped(merchant))
+    }
+
+    /// Sorted set of the open orders with a next check, scored by `next_check_at`.
+    pub fn orders_due(&self, merchant: &MerchantId) -> String {
+        format!("{}:orders-due", self.scoped(merchant))
+    }
+
+    /// Marker set while this merchant may be missing from the global due-merchants
+    /// set (see the retire protocol in `payments`).
+    pub fn orders_due_off(&self, merchant: &MerchantId) -> String {
+        format!("{}:orders-due-off", self.scoped(merchant))
+    }
+
+    /// Set of the dedupe keys of applied changes (kept forever).
+    pub fn dedupe(&self, merchant: &MerchantId) -> String {
+        format!("{}:dedupe", self.scoped(merchant))
+    }
+
+    /// Hash: refund id -> refund JSON.
+    pub fn refunds(&self, merchant: &MerchantId) -> String {
+        format!("{}:refunds", self.scoped(merchant))
+    }
+
+    /// List of one order's refund ids in creation order.
+    pub fn order_refunds(&self, order: &OrderId) -> String {
+        format!(
+            "{}:order-refunds:{}",
+            self.scoped(&order.merchant()),
+            order.as_str()
+        )
+    }
+
+    /// Hash: ledger entry id -> entry JSON. Entry ids are hash fields, never key parts.
+    pub fn entries(&self, merchant: &MerchantId) -> String {
+        format!("{}:entries", self.scoped(merchant))
+    }
+
+    /// List of every ledger entry id of the merchant in posting order.
+    pub fn ledger(&self, merchant: &MerchantId) -> String {
+        format!("{}:ledger", self.scoped(merchant))
+    }
+
+    /// List of one order's ledger entry ids in posting order.
+    pub fn order_entries(&self, order: &OrderId) -> String {
+        format!(
+            "{}:order-entries:{}",
+            self.scoped(&order.merchant()),
+            order.as_str()
+        )
+    }
+
+    /// Hash: `<currency code>|<account>` -> balance in minor units (HINCRBY).
+    pub fn balances(&self, merchant: &MerchantId) -> String {
+        format!("{}:balances", self.scoped(merchant))
+    }
+
+    /// Hash: event id -> event JSON.
+    pub fn events(&self, merchant: &MerchantId) -> String {
+        format!("{}:events", self.scoped(merchant))
+    }
+
+    /// Counter giving each new event of the merchant its sequence number.
+    pub fn event_seq(&self, merchant: &MerchantId) -> String {
+        format!("{}:event-seq", self.scoped(merchant))
+    }
+
+    /// Sorted set of event ids scored by sequence number: creation order.
+    pub fn events_by_seq(&self, merchant: &MerchantId) -> String {
+        format!("{}:events-by-seq", self.scoped(merchant))
+    }
+
+    /// Hash of delivery state, fields `<event id>:<name>` for `state`, `attempts`,
+    /// `next`, `lease`, `lease_until`, `error`.
+    pub fn outbox(&self, merchant: &MerchantId) -> String {
+        format!("{}:outbox", self.scoped(merchant))
+    }
+
+    /// Sorted set of the pending event ids scored by when each may next be claimed
+    /// (its due time, or its lease expiry while leased).
+    pub fn outbox_due(&self, merchant: &MerchantId) -> String {
+        format!("{}:outbox-due", self.scoped(merchant))
+    }
+
+    /// Marker set while this merchant may be missing from the global outbox-merchants
+    /// set (see the retire protocol in `payments`).
+    pub fn outbox_off(&self, merchant: &MerchantId) -> String {
+        format!("{}:outbox-off", self.scoped(merchant))
+    }
+
     /// An idempotency record of the admin API.
     pub fn admin_idem(&self, client_key: &str) -> String {
         format!("{}idem:admin:{}", self.prefix, hashed(client_key))
@@ -81,6 +185,18 @@ impl Keys {
         format!("{}apikey:{}", self.prefix, key_hash)
     }
 
+    /// Global set of merchants that may have open orders due for a check. Written
+    /// ahead of the merchant's commit; retired lazily when their due set is empty.
+    pub fn due_merchants(&self) -> String {
+        format!("{}due-merchants", self.prefix)
+    }
+
+    /// Global set of merchants that may have pending outbox events. Written ahead of
+    /// the merchant's commit or resend; retired lazily when their outbox is empty.
+    pub fn outbox_merchants(&self) -> String {
+        format!("{}outbox-merchants", self.prefix)
+    }
+
     /// A server-wide secret (raw bytes).
     pub fn secret(&self, name: &str) -> String {
         format!("{}secret:{}", self.prefix, name)
@@ -101,6 +217,7 @@ mod tests {
         let keys = Keys::new("p:").unwrap();
         let m = MerchantId::from_bytes(&[7; 10]);
         let p = PlateId::from_bytes(&[9; 12]);
+        let o = OrderId::generate_for(&m);
         let tag = format!("{{m:{m}}}");
         for key in [
             keys.merchant(&m),
@@ -108,6 +225,24 @@ mod tests {
             keys.plate(&m, &p),
             keys.api_key(&m),
             keys.merchant_idem(&m, "a}{b"),
+            keys.orders(&m),
+            keys.order_versions(&m),
+            keys.orders_by_created(&m),
+            keys.orders_due(&m),
+            keys.orders_due_off(&m),
+            keys.dedupe(&m),
+            keys.refunds(&m),
+            keys.order_refunds(&o),
+            keys.entries(&m),
+            keys.ledger(&m),
+            keys.order_entries(&o),
+            keys.balances(&m),
+            keys.events(&m),
+            keys.event_seq(&m),
+            keys.events_by_seq(&m),
+            keys.outbox(&m),
+            keys.outbox_due(&m),
+            keys.outbox_off(&m),
         ] {
             assert!(key.starts_with(&format!("p:{tag}:")), "{key}");
             assert_eq!(key.matches('{').count(), 1, "{key}");
@@ -118,6 +253,8 @@ mod tests {
             keys.api_key_owner("ab"),
             keys.admin_idem("{x}"),
             keys.secret("plate"),
+            keys.due_merchants(),
+            keys.outbox_merchants(),
         ] {
             assert!(!key.contains('{'), "{key}");
         }

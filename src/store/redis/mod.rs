@@ -29,6 +29,10 @@
 //! | `<p>secret:<name>`             | string | server-wide secret bytes                  |
 //! | `<p>idem:admin:<sha256(key)>`  | hash   | idempotency record (admin API)            |
 //!
+//! Payments keys (orders, refunds, ledger, events, outbox) and the two global work
+//! sets `<p>due-merchants` and `<p>outbox-merchants` that the cross-merchant scans
+//! read are laid out, with their retire protocol, in `payments`.
+//!
 //! Idempotency keys are hashed, so any client string is a safe, brace-free key.
 //! An idempotency record holds `fingerprint`, `state`, `lease`, `lease_until`,
 //! `expires_at`, `status`, `body`. Time is the caller's (`IdemClock.now`): a record

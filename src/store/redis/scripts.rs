@@ -18,6 +18,16 @@ pub struct Scripts {
     pub idem_begin: Script,
     pub idem_finish: Script,
     pub idem_release: Script,
+    pub commit: Script,
+    pub orders_page: Script,
+    pub orders_due: Script,
+    pub retire_check: Script,
+    pub list_records: Script,
+    pub events_page: Script,
+    pub claim_events: Script,
+    pub event_settle: Script,
+    pub event_reschedule: Script,
+    pub event_resend: Script,
 }
 
 impl Scripts {
@@ -34,6 +44,16 @@ impl Scripts {
             idem_begin: Script::new(include_str!("lua/idem_begin.lua")),
             idem_finish: Script::new(include_str!("lua/idem_finish.lua")),
             idem_release: Script::new(include_str!("lua/idem_release.lua")),
+            commit: Script::new(include_str!("lua/commit.lua")),
+            orders_page: Script::new(include_str!("lua/orders_page.lua")),
+            orders_due: Script::new(include_str!("lua/orders_due.lua")),
+            retire_check: Script::new(include_str!("lua/retire_check.lua")),
+            list_records: Script::new(include_str!("lua/list_records.lua")),
+            events_page: Script::new(include_str!("lua/events_page.lua")),
+            claim_events: Script::new(include_str!("lua/claim_events.lua")),
+            event_settle: Script::new(include_str!("lua/event_settle.lua")),
+            event_reschedule: Script::new(include_str!("lua/event_reschedule.lua")),
+            event_resend: Script::new(include_str!("lua/event_resend.lua")),
         }
     }
 }
