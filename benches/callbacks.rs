@@ -533,10 +533,27 @@ struct Latencies {
     per_second: f64,
     p50: Duration,
     p99: Duration,
+    /// CPU time of this process (all threads, user + system) per operation: tells a
+    /// CPU-bound run from one waiting on the disk or the network.
+    cpu_per_op: Duration,
+}
+
+/// User + system CPU time this process has used so far, all threads.
+fn process_cpu() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let of = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    of(usage.ru_utime) + of(usage.ru_stime)
 }
 
 impl Latencies {
-    fn of(mut samples: Vec<Duration>, wall: Duration) -> Latencies {
+    fn of(mut samples: Vec<Duration>, wall: Duration, cpu: Duration) -> Latencies {
         samples.sort();
         let at = |q: f64| {
             let rank = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len());
@@ -546,6 +563,7 @@ impl Latencies {
             per_second: samples.len() as f64 / wall.as_secs_f64(),
             p50: at(0.50),
             p99: at(0.99),
+            cpu_per_op: cpu / u32::try_from(samples.len()).unwrap_or(u32::MAX),
         }
     }
 }
@@ -560,6 +578,7 @@ where
     let op = Arc::new(op);
     let next = Arc::new(AtomicUsize::new(0));
     let start = Instant::now();
+    let cpu_start = process_cpu();
     let tasks: Vec<_> = (0..CONCURRENT_TASKS)
         .map(|_| {
             let op = op.clone();
@@ -582,7 +601,7 @@ where
     for task in tasks {
         samples.extend(task.await.expect("task"));
     }
-    Latencies::of(samples, start.elapsed())
+    Latencies::of(samples, start.elapsed(), process_cpu() - cpu_start)
 }
 
 /// Inserts `CONCURRENT_CALLBACKS` pending orders (the raw-commit measurement), then
@@ -717,19 +736,20 @@ fn main() {
             "\ncallback_concurrency: {CONCURRENT_CALLBACKS} per backend, {CONCURRENT_TASKS} concurrent tasks"
         );
         eprintln!(
-            "{:<10} {:<16} {:>10} {:>10} {:>10}",
-            "backend", "operation", "per sec", "p50 ms", "p99 ms"
+            "{:<10} {:<16} {:>10} {:>10} {:>10} {:>12}",
+            "backend", "operation", "per sec", "p50 ms", "p99 ms", "cpu us/op"
         );
         for backend in &backends {
             let (commits, settled) = rt.block_on(concurrency(backend.clone()));
             for (what, l) in [("raw_commit", commits), ("callback_path", settled)] {
                 eprintln!(
-                    "{:<10} {:<16} {:>10.0} {:>10.2} {:>10.2}",
+                    "{:<10} {:<16} {:>10.0} {:>10.2} {:>10.2} {:>12.0}",
                     backend.name,
                     what,
                     l.per_second,
                     ms(l.p50),
-                    ms(l.p99)
+                    ms(l.p99),
+                    l.cpu_per_op.as_secs_f64() * 1e6
                 );
             }
         }
