@@ -6,7 +6,7 @@ use sesame_adapters::contract::{AdapterId, WalletEvent};
 
 use crate::domain::refund::RefundStatus;
 use crate::domain::{OrderId, RefundId};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::services::payments::{self, Paid, SettleResult};
 use crate::startup::AppState;
 
@@ -35,7 +35,7 @@ pub async fn apply(
             paid_at,
             brand,
         } => {
-            let Some(id) = known_order(state, &order_id).await? else {
+            let Some(id) = known_order(&order_id) else {
                 return Ok(Handled::Processed);
             };
             let paid = Paid {
@@ -44,13 +44,15 @@ pub async fn apply(
                 paid_at: paid_at.map(|t| t.timestamp_millis()),
                 brand,
             };
-            let result =
-                payments::settle_payment(state, &id, &paid, &format!("{adapter}:{event_id}"))
-                    .await?;
-            if result == SettleResult::Mismatch {
-                tracing::error!(order = %id, "wallet amount or currency differs from the order: flagged for review, nothing posted");
-            }
-            Ok(Handled::Processed)
+            let settled = payments::settle_payment(state, &id, &paid, &format!("{adapter}:{event_id}"))
+                .await
+                .map(|result| {
+                    if result == SettleResult::Mismatch {
+                        tracing::error!(order = %id, "wallet amount or currency differs from the order: flagged for review, nothing posted");
+                    }
+                    Handled::Processed
+                });
+            unknown_is_processed(settled, &id)
         }
         WalletEvent::PaymentFailed {
             order_id,
@@ -58,10 +60,13 @@ pub async fn apply(
             message,
             ..
         } => {
-            if let Some(id) = known_order(state, &order_id).await? {
-                payments::fail_order(state, &id, &format!("{code}: {message}")).await?;
-            }
-            Ok(Handled::Processed)
+            let Some(id) = known_order(&order_id) else {
+                return Ok(Handled::Processed);
+            };
+            let failed = payments::fail_order(state, &id, &format!("{code}: {message}"))
+                .await
+                .map(|_| Handled::Processed);
+            unknown_is_processed(failed, &id)
         }
         WalletEvent::RefundSucceeded {
             order_id,
@@ -127,16 +132,27 @@ pub async fn apply(
     }
 }
 
-/// Our order id, if the wallet named an order we have. Unknown orders are logged and
-/// acknowledged: retrying cannot make them known.
-async fn known_order(state: &AppState, order_id: &str) -> Result<Option<OrderId>, ApiError> {
-    let Some(id) = OrderId::parse(order_id) else {
+/// Our order id, if the wallet named an id Sesame issued (the order itself is read by
+/// the settle, once). Unknown orders are logged and acknowledged: retrying cannot
+/// make them known.
+fn known_order(order_id: &str) -> Option<OrderId> {
+    let id = OrderId::parse(order_id);
+    if id.is_none() {
         tracing::error!(order_id, "callback for an order id Sesame never issued");
-        return Ok(None);
-    };
-    if state.store.order(&id).await?.is_none() {
-        tracing::error!(order = %id, "callback for an unknown order");
-        return Ok(None);
     }
-    Ok(Some(id))
+    id
+}
+
+/// An order the wallet named but we do not have is acknowledged, not retried.
+fn unknown_is_processed(
+    result: Result<Handled, ApiError>,
+    order: &OrderId,
+) -> Result<Handled, ApiError> {
+    match result {
+        Err(e) if e.code == ErrorCode::OrderNotFound => {
+            tracing::error!(order = %order, "callback for an unknown order");
+            Ok(Handled::Processed)
+        }
+        other => other,
+    }
 }

@@ -213,7 +213,9 @@ async fn test_code(app: &TestApp, adapter: &str, behaviour: &str, prefix: &str) 
 
 #[tokio::test]
 async fn customer_codes_pay_at_once_or_after_the_shopper_confirms() {
-    let app = spawn_reachable(StoreBackend::Embedded, |_| {}).await;
+    // Wallet time runs at real speed here, so the sandbox's own auto-confirmation (10 s)
+    // cannot beat the shopper's confirmation this test makes.
+    let app = spawn_reachable(StoreBackend::Embedded, |s| s.wallets.sandbox_speedup = 1).await;
     let shop = shop(&app).await;
     for (adapter, prefix) in [("wechat_pay", "13"), ("alipay_plus", "280853")] {
         let code = test_code(&app, adapter, "pays_at_once", prefix).await;
