@@ -6,7 +6,7 @@ use sesame::domain::ledger::{self, EntryKind, LedgerEntry};
 use sesame::domain::order::{Order, OrderMode, OrderStatus};
 use sesame::domain::refund::{Refund, RefundStatus};
 use sesame::domain::{EventId, MerchantId, OrderId, RefundId};
-use sesame::store::{CommitOutcome, DynStore, LeaseToken, OrderChange, OrderFilter, StoreError};
+use sesame::store::{CommitOutcome, DynStore, OrderChange, OrderFilter, StoreError};
 use sesame_adapters::money::Currency;
 
 const T0: i64 = 1_700_000_000_000;
@@ -591,7 +591,6 @@ async fn dead_letters_can_be_resent(store: DynStore) {
             .await
             .unwrap()
     );
-    let _ = LeaseToken::generate();
 }
 
 async fn concurrent_claims_never_share_an_event(store: DynStore) {
