@@ -922,6 +922,29 @@ mod alipay_plus {
     }
 
     #[tokio::test]
+    async fn a_retried_notification_is_signed_with_a_newer_request_time() {
+        // 100x: the 2-minute first retry comes 1.2 s later, past the header's 1 s resolution.
+        let wallet = Wallet::start(TimeScale { speedup: 100 }).await;
+        *wallet.receiver.mode.lock().unwrap() = ReceiverMode::WrongAck;
+        let cashier = redirect_url(&wallet.entry_order("ord_resign", "3.00").await);
+        wallet.pay_on_cashier(&cashier).await;
+        wallet.wait_for_deliveries(|log| log.len() >= 2).await;
+        *wallet.receiver.mode.lock().unwrap() = ReceiverMode::Correct;
+        let sent: Vec<DateTime<FixedOffset>> = wallet
+            .receiver
+            .raw
+            .lock()
+            .unwrap()
+            .iter()
+            .take(2)
+            .map(|cb| wire::parse_time(cb.header(wire::HEADER_REQUEST_TIME).unwrap()).unwrap())
+            .collect();
+        assert!(sent[1] > sent[0], "{sent:?}");
+        // Both attempts verified with the adapter, each under its own signature.
+        assert!(wallet.events().len() >= 2);
+    }
+
+    #[tokio::test]
     async fn duplicated_callbacks_give_identical_events() {
         let wallet = Wallet::start(FAST).await;
         wallet.set_faults(json!({"duplicate_callbacks": 2})).await;

@@ -413,6 +413,9 @@ impl AlipaySandbox {
                 )],
                 body: body.into_bytes(),
                 acked: notify_acked,
+                // Alipay's form notify carries no timestamp header: the signature covers
+                // the body (with `notify_time`), so every retry resends the same bytes.
+                resign: None,
             }),
             Err(e) => {
                 tracing::error!(error = %e, "alipay sandbox could not sign a notification");

@@ -48,7 +48,7 @@ use crate::contract::{AdapterError, AdapterId};
 use crate::crypto::{RsaPrivateKey, RsaPublicKey};
 use crate::money::{Currency, Money};
 use crate::sandbox::{
-    CodeBehaviour, Delivery, Dispatcher, Faults, LocalKeys, Outgoing, TimeScale, escape,
+    CodeBehaviour, Delivery, Dispatcher, Faults, LocalKeys, Outgoing, Resign, TimeScale, escape,
     fault_routes, pay_page, test_code,
 };
 
@@ -358,7 +358,8 @@ fn answer<T: Serialize>(body: &T) -> Answer {
 pub struct AlipayPlusSandbox {
     client_id: String,
     key_version: u32,
-    wallet_key: RsaPrivateKey,
+    /// Shared with the callbacks' re-signing hooks.
+    wallet_key: Arc<RsaPrivateKey>,
     merchant_public: RsaPublicKey,
     base_url: String,
     book: Mutex<Book>,
@@ -401,6 +402,27 @@ fn key_error(e: crate::crypto::CryptoError) -> AdapterError {
     AdapterError::Malformed(format!("sandbox key: {e}"))
 }
 
+/// The headers of one notification attempt, signed with the current wallet time.
+fn notify_headers(
+    key: &RsaPrivateKey,
+    key_version: u32,
+    path: &str,
+    client_id: &str,
+    body: &[u8],
+) -> Option<Vec<(String, String)>> {
+    let time = wallet_time(Utc::now());
+    let signature = wire::sign(key, key_version, path, client_id, &time, body).ok()?;
+    Some(vec![
+        (wire::HEADER_CLIENT_ID.to_owned(), client_id.to_owned()),
+        (wire::HEADER_REQUEST_TIME.to_owned(), time),
+        (wire::HEADER_SIGNATURE.to_owned(), signature),
+        (
+            "Content-Type".to_owned(),
+            "application/json; charset=UTF-8".to_owned(),
+        ),
+    ])
+}
+
 /// Private keys are not `Clone` on purpose; the sandbox needs its own copy.
 fn copy_key(key: &RsaPrivateKey) -> Result<RsaPrivateKey, AdapterError> {
     RsaPrivateKey::from_pem(&key.to_pkcs8_pem().map_err(key_error)?).map_err(key_error)
@@ -441,7 +463,7 @@ impl AlipayPlusSandbox {
         Ok(Arc::new(AlipayPlusSandbox {
             client_id: client_id.to_owned(),
             key_version: 1,
-            wallet_key: copy_key(&keys.wallet)?,
+            wallet_key: Arc::new(copy_key(&keys.wallet)?),
             merchant_public: keys.merchant.public_key().map_err(key_error)?,
             base_url: public_base_url.trim_end_matches('/').to_owned(),
             book: Mutex::new(Book::default()),
@@ -1085,29 +1107,28 @@ impl AlipayPlusSandbox {
             payment_amount: payment.amount(),
         };
         let body = serde_json::to_vec(&notify).ok()?;
-        let time = wallet_time(Utc::now());
-        let signature = wire::sign(
+        let headers = notify_headers(
             &self.wallet_key,
             self.key_version,
             &path,
             &self.client_id,
-            &time,
             &body,
-        )
-        .ok()?;
+        )?;
+        // Alipay+ signs every notification attempt with the time it is sent, so a
+        // retry hours later still falls inside the receiver's replay window.
+        let (key, key_version, client_id) = (
+            self.wallet_key.clone(),
+            self.key_version,
+            self.client_id.clone(),
+        );
+        let resign: Resign =
+            Arc::new(move |body: &[u8]| notify_headers(&key, key_version, &path, &client_id, body));
         Some(Outgoing {
             url: url.to_owned(),
-            headers: vec![
-                (wire::HEADER_CLIENT_ID.to_owned(), self.client_id.clone()),
-                (wire::HEADER_REQUEST_TIME.to_owned(), time),
-                (wire::HEADER_SIGNATURE.to_owned(), signature),
-                (
-                    "Content-Type".to_owned(),
-                    "application/json; charset=UTF-8".to_owned(),
-                ),
-            ],
+            headers,
             body,
             acked: wire::NotifyAck::is_ack,
+            resign: Some(resign),
         })
     }
 

@@ -103,14 +103,35 @@ impl TimeScale {
     }
 }
 
+/// Signs one delivery attempt afresh: given the exact body about to be sent, the
+/// full header list for this attempt, or `None` to send the original headers.
+pub type Resign = Arc<dyn Fn(&[u8]) -> Option<Vec<(String, String)>> + Send + Sync>;
+
 /// A callback to deliver: the exact bytes and headers the wallet sends.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Outgoing {
     pub url: String,
+    /// The headers of the first attempt (and of every attempt when `resign` is `None`
+    /// or declines).
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
     /// Did the receiver acknowledge, in this wallet's terms?
     pub acked: fn(u16, &[u8]) -> bool,
+    /// Called before every attempt. Wallets that sign a timestamp into the
+    /// notification sign each retry with the current time, so a retry hours later
+    /// still passes the receiver's replay window.
+    pub resign: Option<Resign>,
+}
+
+impl std::fmt::Debug for Outgoing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Outgoing")
+            .field("url", &self.url)
+            .field("headers", &self.headers)
+            .field("body_len", &self.body.len())
+            .field("resign", &self.resign.as_ref().map(|_| ".."))
+            .finish_non_exhaustive()
+    }
 }
 
 /// One delivery attempt, as logged for tests and `GET <sandbox>/deliveries`.
@@ -236,8 +257,13 @@ impl DispatcherInner {
     }
 
     async fn attempt(&self, callback: &Outgoing) -> (Option<u16>, bool) {
+        let fresh = callback
+            .resign
+            .as_ref()
+            .and_then(|resign| resign(&callback.body));
+        let headers = fresh.as_ref().unwrap_or(&callback.headers);
         let mut request = self.client.post(&callback.url).body(callback.body.clone());
-        for (name, value) in &callback.headers {
+        for (name, value) in headers {
             request = request.header(name, value);
         }
         match request.send().await {
@@ -538,6 +564,7 @@ mod tests {
             headers: vec![],
             body: b"x".to_vec(),
             acked: |status, body| status == 200 && body == b"success",
+            resign: None,
         });
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while !dispatcher.deliveries().iter().any(|d| d.acked) {
@@ -552,5 +579,71 @@ mod tests {
         assert_eq!(log[0].status, None, "first attempt dropped");
         assert_eq!(log.iter().filter(|d| d.status == Some(500)).count(), 2);
         assert_eq!(log.len(), 4);
+    }
+
+    #[tokio::test]
+    async fn every_attempt_is_signed_afresh_by_the_resign_hook() {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        let seen: Arc<Mutex<Vec<String>>> = Arc::new(Mutex::new(Vec::new()));
+        let recorder = seen.clone();
+        let server = actix_web::HttpServer::new(move || {
+            let recorder = recorder.clone();
+            actix_web::App::new().route(
+                "/cb",
+                web::post().to(move |req: actix_web::HttpRequest| {
+                    let stamp = req
+                        .headers()
+                        .get("X-Stamp")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("missing")
+                        .to_owned();
+                    let mut seen = lock(&recorder);
+                    seen.push(stamp);
+                    let first = seen.len() == 1;
+                    async move {
+                        if first {
+                            HttpResponse::InternalServerError().finish()
+                        } else {
+                            HttpResponse::Ok().body("success")
+                        }
+                    }
+                }),
+            )
+        })
+        .workers(1)
+        .bind(("127.0.0.1", 0))
+        .unwrap();
+        let port = server.addrs()[0].port();
+        tokio::spawn(server.run());
+        let calls = Arc::new(AtomicU32::new(0));
+        let counter = calls.clone();
+        let resign: Resign = Arc::new(move |body: &[u8]| {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            Some(vec![(
+                "X-Stamp".to_owned(),
+                format!("{n}:{}", String::from_utf8_lossy(body)),
+            )])
+        });
+        let dispatcher = Dispatcher::new(
+            vec![Duration::from_secs(1); 3],
+            TimeScale { speedup: 100 },
+            Arc::new(Faults::default()),
+        );
+        let outgoing = Outgoing {
+            url: format!("http://127.0.0.1:{port}/cb"),
+            headers: vec![("X-Stamp".to_owned(), "original".to_owned())],
+            body: b"x".to_vec(),
+            acked: |status, body| status == 200 && body == b"success",
+            resign: Some(resign),
+        };
+        assert!(format!("{outgoing:?}").contains("resign: Some(\"..\")"));
+        dispatcher.dispatch(outgoing);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !dispatcher.deliveries().iter().any(|d| d.acked) {
+            assert!(std::time::Instant::now() < deadline, "{:?}", lock(&seen));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(*lock(&seen), vec!["1:x".to_owned(), "2:x".to_owned()]);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
     }
 }

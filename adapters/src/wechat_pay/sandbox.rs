@@ -41,8 +41,8 @@ use crate::contract::AdapterError;
 use crate::crypto::{self, Aes256GcmKey, RsaPrivateKey, RsaPublicKey};
 use crate::money::{Currency, Money};
 use crate::sandbox::{
-    CodeBehaviour, Dispatcher, Faults, LocalKeys, Outgoing, TimeScale, escape, fault_routes,
-    pay_page, test_code,
+    CodeBehaviour, Dispatcher, Faults, LocalKeys, Outgoing, Resign, TimeScale, escape,
+    fault_routes, pay_page, test_code,
 };
 
 /// Mainland callback retry schedule after the first attempt (wallets.md §3.5):
@@ -137,7 +137,8 @@ pub struct WechatPaySandbox {
     mchid: String,
     merchant_serial_no: String,
     merchant_public_key: RsaPublicKey,
-    wallet_key: RsaPrivateKey,
+    /// Shared with the callbacks' re-signing hooks.
+    wallet_key: Arc<RsaPrivateKey>,
     wallet_key_id: String,
     api_v3_key: Aes256GcmKey,
     api_v2_key: SecretText,
@@ -242,6 +243,37 @@ fn html(status: actix_web::http::StatusCode, title: &str, text: &str) -> HttpRes
         ))
 }
 
+/// Signs `body` the way WeChat signs answers and callbacks: the current timestamp and
+/// a fresh nonce, so no two signatures repeat.
+fn signature_headers(
+    key: &RsaPrivateKey,
+    key_id: &str,
+    body: &[u8],
+) -> Option<Vec<(String, String)>> {
+    let timestamp = Utc::now().timestamp().to_string();
+    let nonce = wire::nonce_str(32).ok()?;
+    let signature = key
+        .sign_base64(&wire::wechatpay_message(&timestamp, &nonce, body))
+        .ok()?;
+    Some(vec![
+        ("Wechatpay-Timestamp".into(), timestamp),
+        ("Wechatpay-Nonce".into(), nonce),
+        ("Wechatpay-Signature".into(), signature),
+        ("Wechatpay-Serial".into(), key_id.to_owned()),
+    ])
+}
+
+/// The full header list of one callback attempt.
+fn callback_headers(
+    key: &RsaPrivateKey,
+    key_id: &str,
+    body: &[u8],
+) -> Option<Vec<(String, String)>> {
+    let mut headers = signature_headers(key, key_id, body)?;
+    headers.push(("Content-Type".into(), "application/json".into()));
+    Some(headers)
+}
+
 /// WeChat stops retrying on 200/204 with no body (or the older `{"code":"SUCCESS"}`).
 fn wechat_acked(status: u16, body: &[u8]) -> bool {
     if status != 200 && status != 204 {
@@ -273,7 +305,7 @@ impl WechatPaySandbox {
             mchid: LOCAL_MCHID.to_owned(),
             merchant_serial_no: local_merchant_serial(&merchant_public_key),
             merchant_public_key,
-            wallet_key: copy_private_key(&keys.wallet)?,
+            wallet_key: Arc::new(copy_private_key(&keys.wallet)?),
             wallet_key_id: local_wallet_key_id(&wallet_public),
             api_v3_key: Aes256GcmKey::new(&keys.secret).map_err(key_error)?,
             api_v2_key: local_api_v2_key(&keys.secret),
@@ -412,18 +444,7 @@ impl WechatPaySandbox {
 
     /// Signs `body` the way WeChat signs answers and callbacks.
     fn signature_headers(&self, body: &[u8]) -> Option<Vec<(String, String)>> {
-        let timestamp = Utc::now().timestamp().to_string();
-        let nonce = wire::nonce_str(32).ok()?;
-        let signature = self
-            .wallet_key
-            .sign_base64(&wire::wechatpay_message(&timestamp, &nonce, body))
-            .ok()?;
-        Some(vec![
-            ("Wechatpay-Timestamp".into(), timestamp),
-            ("Wechatpay-Nonce".into(), nonce),
-            ("Wechatpay-Signature".into(), signature),
-            ("Wechatpay-Serial".into(), self.wallet_key_id.clone()),
-        ])
+        signature_headers(&self.wallet_key, &self.wallet_key_id, body)
     }
 
     fn respond(&self, answer: V3) -> HttpResponse {
@@ -810,16 +831,20 @@ impl WechatPaySandbox {
         let Ok(body) = serde_json::to_vec(&notification) else {
             return;
         };
-        let Some(mut headers) = self.signature_headers(&body) else {
+        let Some(headers) = callback_headers(&self.wallet_key, &self.wallet_key_id, &body) else {
             tracing::error!("wechat sandbox could not sign a callback");
             return;
         };
-        headers.push(("Content-Type".into(), "application/json".into()));
+        // WeChat signs every notification attempt with the current timestamp and a
+        // fresh nonce, so a retry hours later still passes the replay window.
+        let (key, key_id) = (self.wallet_key.clone(), self.wallet_key_id.clone());
+        let resign: Resign = Arc::new(move |body: &[u8]| callback_headers(&key, &key_id, body));
         self.dispatcher.dispatch(Outgoing {
             url: url.to_owned(),
             headers,
             body,
             acked: wechat_acked,
+            resign: Some(resign),
         });
     }
 
