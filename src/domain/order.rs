@@ -168,9 +168,6 @@ pub fn decide(status: OrderStatus, event: OrderEvent) -> Decision {
     }
 }
 
-/// When an order stops accepting new payment attempts by default.
-pub const DEFAULT_EXPIRY_MS: i64 = 15 * 60 * 1000;
-
 /// True when `now` is past the order's deadline.
 pub fn is_overdue(expires_at: UnixMillis, now: UnixMillis) -> bool {
     now >= expires_at

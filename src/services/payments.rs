@@ -668,11 +668,10 @@ pub async fn settle_payment(
     });
     change_order(state, id, Some(dedupe_key), |o| {
         if paid.amount.minor() != o.amount_minor || paid.amount.currency() != o.currency {
+            result = SettleResult::Mismatch;
             if o.review.is_some() {
-                result = SettleResult::Mismatch;
                 return None;
             }
-            result = SettleResult::Mismatch;
             let mut next = o.clone();
             next.review = Some(format!(
                 "wallet reported {} for an order of {}",
