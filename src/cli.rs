@@ -200,10 +200,16 @@ async fn serve(settings: Settings) -> ExitCode {
     let demo = settings.environment == config::Environment::Local && settings.shopper.demo;
     let admin_token_configured = !settings.admin.token.is_empty();
     let data_dir = settings.store.path.clone();
+    let bind = settings.server.bind;
     let app = match Application::build(settings).await {
         Ok(app) => app,
         Err(e) => return fail(format!("{e:#}")),
     };
+    // The bound address (the real port when `server.bind` asks for port 0).
+    println!(
+        "Sesame listening on {}",
+        crate::startup::local_base_url(std::net::SocketAddr::new(bind.ip(), app.port()))
+    );
     if demo {
         match crate::services::demo::ensure(&app.state()).await {
             Ok(demo) => print_demo(&demo, admin_token_configured, &data_dir),
@@ -301,7 +307,7 @@ async fn sandbox(settings: Settings, bind: std::net::SocketAddr) -> ExitCode {
     let Some(sandboxes) = sandboxes else {
         return fail("no sandboxes were built");
     };
-    tracing::info!(base = %format!("{own}/sandbox"), "wallet sandboxes listening");
+    println!("Wallet sandboxes listening on {own}/sandbox");
     let server = actix_web::HttpServer::new(move || {
         let sandboxes = sandboxes.clone();
         actix_web::App::new()

@@ -129,6 +129,17 @@ impl Application {
         clock: DynClock,
     ) -> anyhow::Result<Application> {
         let listener = TcpListener::bind(settings.server.bind)?;
+        Self::build_on(settings, listener, clock).await
+    }
+
+    /// Serves on a listener bound by the caller (`server.bind` is then not used to
+    /// bind), so a caller that must know its port before building (a public base URL
+    /// that names it) never loses that port to another process in between.
+    pub async fn build_on(
+        settings: Settings,
+        listener: TcpListener,
+        clock: DynClock,
+    ) -> anyhow::Result<Application> {
         let address = listener.local_addr()?;
         let (state, admin) = build_state(settings, clock, &local_base_url(address)).await?;
         if let Resolved::Generated(token, path) = &admin {

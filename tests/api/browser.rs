@@ -42,15 +42,13 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-fn chromium_binary() -> String {
-    std::env::var("CHROME_BIN").unwrap_or_else(|_| "/usr/bin/chromium".to_owned())
-}
-
-impl Browser {
-    async fn start(user_agent: &str) -> Browser {
-        let slot = SLOTS.acquire().await.expect("browser slots");
+/// A chromedriver on a free port, answering `ready` on its own `/status` (another
+/// test's server may have taken the port between choosing and binding it: then this
+/// driver exits and another port is tried).
+async fn start_chromedriver() -> (Child, String) {
+    for _attempt in 0..5 {
         let port = free_port();
-        let driver = Command::new("chromedriver")
+        let mut driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -59,10 +57,32 @@ impl Browser {
             .expect("chromedriver runs (apt-get install chromium chromium-driver)");
         let webdriver = format!("http://127.0.0.1:{port}");
         let deadline = Instant::now() + Duration::from_secs(20);
-        while reqwest::get(format!("{webdriver}/status")).await.is_err() {
-            assert!(Instant::now() < deadline, "chromedriver did not start");
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = driver.try_wait() {
+                break;
+            }
+            let status = match reqwest::get(format!("{webdriver}/status")).await {
+                Ok(response) => response.json::<Value>().await.ok(),
+                Err(_) => None,
+            };
+            if status.is_some_and(|s| s["value"]["ready"] == true) {
+                return (driver, webdriver);
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let _ = driver.kill().await;
+    }
+    panic!("chromedriver did not start");
+}
+
+fn chromium_binary() -> String {
+    std::env::var("CHROME_BIN").unwrap_or_else(|_| "/usr/bin/chromium".to_owned())
+}
+
+impl Browser {
+    async fn start(user_agent: &str) -> Browser {
+        let slot = SLOTS.acquire().await.expect("browser slots");
+        let (driver, webdriver) = start_chromedriver().await;
         let profile = tempfile::tempdir().expect("profile dir");
         let mut caps = serde_json::Map::new();
         caps.insert("browserName".into(), json!("chrome"));
@@ -93,29 +113,55 @@ impl Browser {
         }
     }
 
+    /// The element's text once it is shown. A page that reloads itself (the status
+    /// page does when the order changes) may replace the element between finding and
+    /// reading it: find it again until the deadline.
     async fn text(&self, css: &str) -> String {
-        self.wait_for(css).await.text().await.expect("text")
+        self.retry(css, |element| async move { element.text().await })
+            .await
     }
 
     async fn wait_for(&self, css: &str) -> fantoccini::elements::Element {
-        match self
-            .client
-            .wait()
-            .at_most(Duration::from_secs(30))
-            .for_element(Locator::Css(css))
-            .await
-        {
-            Ok(element) => element,
-            Err(e) => {
-                let url = self.client.current_url().await.map(|u| u.to_string());
-                let source = self.client.source().await.unwrap_or_default();
-                panic!("{css} never appeared ({e}); at {url:?}:\n{source}");
-            }
-        }
+        self.retry(css, |element| async move { Ok(element) }).await
     }
 
+    /// Clicks `css` once it is shown. Only an element replaced before the click took
+    /// effect (stale) is found and clicked again; a click that started a navigation
+    /// may report that navigation as an error, and clicking again would click twice.
     async fn click(&self, css: &str) {
-        self.wait_for(css).await.click().await.expect("click");
+        self.retry(css, |element| async move {
+            match element.click().await {
+                Err(e) if e.is_stale_element_reference() || e.is_no_such_element() => Err(e),
+                _ => Ok(()),
+            }
+        })
+        .await;
+    }
+
+    /// Finds `css` and applies `act` to it, retrying for up to 30 s on any WebDriver
+    /// error: not found yet, stale after a reload, or "aborted by navigation" while the
+    /// page is being replaced. Fails with the page's URL and source.
+    async fn retry<T, F, Fut>(&self, css: &str, act: F) -> T
+    where
+        F: Fn(fantoccini::elements::Element) -> Fut,
+        Fut: std::future::Future<Output = Result<T, fantoccini::error::CmdError>>,
+    {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let outcome = match self.client.find(Locator::Css(css)).await {
+                Ok(element) => act(element).await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(value) => return value,
+                Err(e) if Instant::now() >= deadline => {
+                    let url = self.client.current_url().await.map(|u| u.to_string());
+                    let source = self.client.source().await.unwrap_or_default();
+                    panic!("{css} never appeared ({e}); at {url:?}:\n{source}");
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
     }
 
     async fn type_into(&self, css: &str, text: &str) {

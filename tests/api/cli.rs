@@ -245,34 +245,65 @@ fn merchant_commands_use_the_configured_store() {
     assert_eq!(list[0]["id"], created["merchant"]["id"]);
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A running `sesame serve` and the reader collecting its standard output.
 struct Server {
     child: std::process::Child,
     stdout: std::thread::JoinHandle<Vec<String>>,
 }
 
-/// Starts `sesame serve` on `port` and waits until it accepts connections.
-fn start_server(data: &str, port: u16) -> Server {
-    let mut child = sesame()
+/// Starts `command` (which binds port 0) and reads the port it prints on the line
+/// starting with `listening_prefix`, so no other process can take the port between
+/// choosing and binding it. Returns the child, its port and the stdout reader.
+fn start_on_port_zero(
+    mut command: Command,
+    listening_prefix: &'static str,
+) -> (
+    std::process::Child,
+    u16,
+    std::thread::JoinHandle<Vec<String>>,
+) {
+    let mut child = command.stdout(Stdio::piped()).spawn().unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<u16>();
+    let stdout = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if let Some(address) = line.strip_prefix(listening_prefix) {
+                let port = address
+                    .trim()
+                    .trim_start_matches("http://")
+                    .split(['/', ' '])
+                    .next()
+                    .and_then(|host_port| host_port.rsplit(':').next())
+                    .and_then(|port| port.parse().ok());
+                if let Some(port) = port {
+                    let _ = tx.send(port);
+                }
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    let port = match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(port) => port,
+        Err(_) => {
+            let _ = child.kill();
+            panic!("no '{listening_prefix}' line: {:?}", stdout.join());
+        }
+    };
+    (child, port, stdout)
+}
+
+/// Starts `sesame serve` on a port of its own and waits until it serves.
+fn start_server(data: &str) -> Server {
+    let mut command = sesame();
+    command
         .arg("serve")
         .env("SESAME__STORE__PATH", data)
-        .env("SESAME__SERVER__BIND", format!("127.0.0.1:{port}"))
+        .env("SESAME__SERVER__BIND", "127.0.0.1:0")
         .env("SESAME__ADMIN__TOKEN", "")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let out = child.stdout.take().unwrap();
-    let stdout =
-        std::thread::spawn(move || BufReader::new(out).lines().map_while(Result::ok).collect());
+        .stderr(Stdio::null());
+    let (child, port, stdout) = start_on_port_zero(command, "Sesame listening on ");
     // Ready means /healthz answers (signal handlers are installed by then), not merely
     // that the port accepts: the listener is bound before the server starts.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -311,8 +342,7 @@ fn stop(mut server: Server) -> (std::process::ExitStatus, Vec<String>) {
 fn serve_prints_a_generated_admin_token_once_and_stops_gracefully_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
-    let port = free_port();
-    let server = start_server(data, port);
+    let server = start_server(data);
     let token = std::fs::read_to_string(dir.path().join("admin_token")).unwrap();
     let (status, lines) = stop(server);
     assert!(status.success(), "graceful exit: {status:?}");
@@ -321,8 +351,7 @@ fn serve_prints_a_generated_admin_token_once_and_stops_gracefully_on_sigterm() {
         "token printed on first start: {lines:?}"
     );
 
-    let port = free_port();
-    let server = start_server(data, port);
+    let server = start_server(data);
     let (status, lines) = stop(server);
     assert!(status.success());
     assert!(
@@ -334,14 +363,12 @@ fn serve_prints_a_generated_admin_token_once_and_stops_gracefully_on_sigterm() {
 #[test]
 fn sandbox_command_serves_the_wallet_sandboxes_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let mut child = sesame()
-        .args(["sandbox", "--bind", &format!("127.0.0.1:{port}")])
+    let mut command = sesame();
+    command
+        .args(["sandbox", "--bind", "127.0.0.1:0"])
         .env("SESAME__STORE__PATH", dir.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::null());
+    let (mut child, port, _stdout) = start_on_port_zero(command, "Wallet sandboxes listening on ");
     let deadline = Instant::now() + Duration::from_secs(60);
     while !healthz_ok(port) {
         assert!(Instant::now() < deadline, "sandbox did not start");

@@ -81,36 +81,45 @@ async fn merchants_are_listed_with_a_cursor(app: TestApp) {
     for i in 0..5 {
         ids.push(app.onboard(&format!("Shop {i}")).await.id);
     }
-    let page: Value = app
-        .get("/v1/merchants?limit=2", Some(&app.admin_token))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let got: Vec<&str> = page["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(got, ids[..2]);
-    let cursor = page["next_cursor"].as_str().unwrap();
-    let page: Value = app
-        .get(
-            &format!("/v1/merchants?limit=3&after={cursor}"),
-            Some(&app.admin_token),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let got: Vec<&str> = page["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(got, ids[2..]);
+    let listed = |query: String| {
+        let app = &app;
+        async move {
+            let page: Value = app
+                .get(&format!("/v1/merchants?{query}"), Some(&app.admin_token))
+                .await
+                .json()
+                .await
+                .unwrap();
+            let got: Vec<(String, String)> = page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| {
+                    (
+                        m["created_at"].as_str().unwrap().to_owned(),
+                        m["id"].as_str().unwrap().to_owned(),
+                    )
+                })
+                .collect();
+            (got, page["next_cursor"].as_str().map(str::to_owned))
+        }
+    };
+    // Creation order; merchants created in the same millisecond are ordered by id.
+    let (all, _) = listed("limit=200".to_owned()).await;
+    let mut expected = all.clone();
+    expected.sort();
+    assert_eq!(all, expected, "listed in (created_at, id) order");
+    let mut listed_ids: Vec<&String> = all.iter().map(|(_, id)| id).collect();
+    listed_ids.sort();
+    let mut created: Vec<&String> = ids.iter().collect();
+    created.sort();
+    assert_eq!(listed_ids, created);
+
+    let (first, cursor) = listed("limit=2".to_owned()).await;
+    assert_eq!(first, all[..2]);
+    let cursor = cursor.expect("a next cursor after a full page");
+    let (rest, _) = listed(format!("limit=3&after={cursor}")).await;
+    assert_eq!(rest, all[2..]);
     for bad in [
         "limit=0",
         "limit=201",

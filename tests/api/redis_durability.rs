@@ -323,14 +323,11 @@ async fn command_timeout_surfaces_as_unavailable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_redis_is_unavailable_and_its_password_stays_hidden() {
-    // A port nothing listens on: bind, note it, release it.
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap();
-    let url = format!("redis://:hunter2@127.0.0.1:{port}/0");
+    // Port 1 (tcpmux): nothing listens there, and no test binds it (they all take
+    // port 0), unlike a port chosen free and released, which another test may take.
+    let url = "redis://:hunter2@127.0.0.1:1/0";
     let started = Instant::now();
-    let err = RedisStore::connect(&url, "test:", false, Duration::from_millis(200))
+    let err = RedisStore::connect(url, "test:", false, Duration::from_millis(200))
         .await
         .unwrap_err();
     match &err {

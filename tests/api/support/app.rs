@@ -66,15 +66,12 @@ pub async fn spawn_app_on(backend: StoreBackend) -> TestApp {
 /// An app whose public base URL is its real address, so wallet sandboxes can call
 /// its webhooks and browsers can follow its links.
 pub async fn spawn_reachable(backend: StoreBackend, tweak: impl FnOnce(&mut Settings)) -> TestApp {
-    spawn_with(backend, |settings| {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map(|a| a.port())
-            .expect("free port");
-        settings.server.bind = format!("127.0.0.1:{port}").parse().expect("addr");
-        settings.server.public_base_url = format!("http://127.0.0.1:{port}");
-        tweak(settings);
-    })
+    build(
+        backend,
+        std::sync::Arc::new(sesame::clock::SystemClock),
+        true,
+        tweak,
+    )
     .await
 }
 
@@ -83,15 +80,7 @@ pub async fn spawn_with_clock(
     backend: StoreBackend,
     clock: std::sync::Arc<sesame::clock::ManualClock>,
 ) -> TestApp {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
-    build(backend, clock, |settings| {
-        settings.server.bind = format!("127.0.0.1:{port}").parse().expect("addr");
-        settings.server.public_base_url = format!("http://127.0.0.1:{port}");
-    })
-    .await
+    build(backend, clock, true, |_| {}).await
 }
 
 /// A gateway process started again on the same settings and data dir.
@@ -115,18 +104,27 @@ pub async fn spawn_with(backend: StoreBackend, tweak: impl FnOnce(&mut Settings)
     build(
         backend,
         std::sync::Arc::new(sesame::clock::SystemClock),
+        false,
         tweak,
     )
     .await
 }
 
+/// `reachable`: the public base URL is the app's own address. The listener is bound
+/// here, before the settings name its port, and handed to the application.
 async fn build(
     backend: StoreBackend,
     clock: sesame::clock::DynClock,
+    reachable: bool,
     tweak: impl FnOnce(&mut Settings),
 ) -> TestApp {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut settings = test_settings(dir.path());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
+    settings.server.bind = listener.local_addr().expect("bound address");
+    if reachable {
+        settings.server.public_base_url = format!("http://{}", settings.server.bind);
+    }
     let redis = match backend {
         StoreBackend::Embedded => None,
         StoreBackend::Redis => {
@@ -140,7 +138,7 @@ async fn build(
     std::fs::write(dir.path().join(sesame::wallets::KEYS_FILE), sandbox_keys())
         .expect("write keys");
     let admin_token = settings.admin.token.clone();
-    let app = Application::build_with_clock(settings, clock)
+    let app = Application::build_on(settings, listener, clock)
         .await
         .expect("application builds");
     let address = format!("http://127.0.0.1:{}", app.port());
