@@ -17,7 +17,8 @@ ENV SESAME_ENV=production \
 USER sesame
 WORKDIR /var/lib/sesame
 EXPOSE 8080
+# Probes the port the gateway listens on (SESAME__SERVER__BIND may move it).
 HEALTHCHECK --interval=15s --timeout=3s --start-period=10s --retries=3 \
-  CMD curl -fsS http://127.0.0.1:8080/healthz || exit 1
+  CMD port="${SESAME__SERVER__BIND:-0.0.0.0:8080}"; curl -fsS "http://127.0.0.1:${port##*:}/healthz" || exit 1
 ENTRYPOINT ["/usr/local/bin/sesame"]
 CMD ["serve"]

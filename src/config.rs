@@ -43,6 +43,9 @@ impl Environment {
 #[error("configuration error: {0}")]
 pub struct ConfigError(pub String);
 
+/// Shortest admin token accepted from configuration.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 24;
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -246,8 +249,7 @@ pub fn load_from(
         builder = builder.add_source(
             config::Environment::with_prefix("SESAME")
                 .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true),
+                .separator("__"),
         );
     }
     let settings: Settings = builder
@@ -296,6 +298,44 @@ impl Settings {
         if self.qr.max_size_px < 64 {
             return Err(ConfigError("qr.max_size_px must be at least 64".into()));
         }
+        let token = &self.admin.token;
+        if !token.is_empty()
+            && (token.len() < MIN_ADMIN_TOKEN_LEN || !token.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return Err(ConfigError(format!(
+                "admin.token must be at least {MIN_ADMIN_TOKEN_LEN} visible ASCII characters (or empty to generate one)"
+            )));
+        }
+        if self.environment == Environment::Production {
+            self.validate_production()?;
+        }
+        Ok(())
+    }
+
+    /// Production serves real shoppers: its URLs must be public HTTPS, and the admin
+    /// token must come from the operator (a generated one would be printed to the
+    /// container's log).
+    fn validate_production(&self) -> Result<(), ConfigError> {
+        let base = &self.server.public_base_url;
+        let host = base
+            .strip_prefix("https://")
+            .and_then(|rest| rest.split(['/', ':']).next())
+            .unwrap_or("");
+        let local = host.is_empty()
+            || host.eq_ignore_ascii_case("localhost")
+            || host.starts_with("127.")
+            || host.starts_with('[')
+            || host == "0.0.0.0";
+        if !base.starts_with("https://") || local {
+            return Err(ConfigError(format!(
+                "server.public_base_url {base:?}: production needs the public https:// address shoppers reach (SESAME__SERVER__PUBLIC_BASE_URL)"
+            )));
+        }
+        if self.admin.token.is_empty() {
+            return Err(ConfigError(
+                "admin.token must be set in production (SESAME__ADMIN__TOKEN)".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -312,34 +352,63 @@ impl Settings {
 
 fn toml_string(settings: &Settings) -> String {
     // Serialize through serde_json to a toml-ish listing: section.key = value.
+    // Top-level scalars come first: after a `[section]` header they would read as
+    // keys of that section.
     let value = serde_json::to_value(settings).unwrap_or_default();
-    let mut out = String::new();
+    let mut scalars = String::new();
+    let mut tables = String::new();
     if let serde_json::Value::Object(sections) = value {
         for (section, body) in sections {
             match body {
                 serde_json::Value::Object(keys) => {
-                    out.push_str(&format!("\n[{section}]\n"));
+                    tables.push_str(&format!("\n[{section}]\n"));
                     for (key, v) in keys {
-                        out.push_str(&format!("{key} = {v}\n"));
+                        tables.push_str(&format!("{key} = {v}\n"));
                     }
                 }
-                other => out.push_str(&format!("{section} = {other}\n")),
+                other => scalars.push_str(&format!("{section} = {other}\n")),
             }
         }
     }
-    out.trim_start().to_owned()
+    format!("{scalars}{tables}").trim_start().to_owned()
 }
 
-/// `redis://user:secret@host` → `redis://user:***@host`.
+/// `redis://user:secret@host` → `redis://user:***@host`; a password given as a query
+/// parameter (`?password=` / `?pass=`, as redis-rs accepts for unix sockets) is
+/// masked too.
 pub fn mask_url_password(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
     };
-    let Some((userinfo, host)) = rest.rsplit_once('@') else {
-        return url.to_owned();
+    let mut out = match base.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}:***@{host}")
+            }
+            None => base.to_owned(),
+        },
+        None => base.to_owned(),
     };
-    let user = userinfo.split(':').next().unwrap_or("");
-    format!("{scheme}://{user}:***@{host}")
+    if let Some(query) = query {
+        let masked: Vec<String> = query
+            .split('&')
+            .map(|pair| match pair.split_once('=') {
+                Some((key, _)) if is_secret_param(key) => format!("{key}=***"),
+                _ => pair.to_owned(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&masked.join("&"));
+    }
+    out
+}
+
+fn is_secret_param(key: &str) -> bool {
+    ["password", "pass", "passwd", "pwd"]
+        .iter()
+        .any(|secret| key.eq_ignore_ascii_case(secret))
 }
 
 #[cfg(test)]
@@ -354,5 +423,17 @@ mod tests {
         );
         assert_eq!(mask_url_password("redis://u:pw@h"), "redis://u:***@h");
         assert_eq!(mask_url_password("redis://h:6379"), "redis://h:6379");
+        assert_eq!(
+            mask_url_password("redis://h/0?password=zz&db=1"),
+            "redis://h/0?password=***&db=1"
+        );
+        assert_eq!(
+            mask_url_password("redis+unix:///run/redis.sock?db=0&PASS=zz"),
+            "redis+unix:///run/redis.sock?db=0&PASS=***"
+        );
+        assert_eq!(
+            mask_url_password("rediss://u:pw@h:6380/0?pass=x"),
+            "rediss://u:***@h:6380/0?pass=***"
+        );
     }
 }

@@ -66,6 +66,15 @@ pub async fn build_state(
     if !health.durable {
         tracing::warn!(durability = %health.durability, "store is VOLATILE: acknowledged writes can be lost on a crash");
     }
+    if let Err(e) = crate::qr::payload::emvco_template_fits(
+        &settings.server.public_base_url,
+        &settings.qr.emvco_guid,
+    ) {
+        tracing::warn!(
+            error = %e,
+            "EMVCo plates cannot be issued with this server.public_base_url and qr.emvco_guid (tag 26 holds both and the merchant id in 99 characters); URL plates work"
+        );
+    }
     let admin = admin_token::resolve(&settings.admin.token, &settings.store.path)?;
     let plate_key = store
         .secret(PLATE_TOKEN_SECRET, &random_bytes::<32>())

@@ -5,7 +5,7 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::extract::{AdminAuth, JsonBody};
+use super::extract::{AdminAuth, JsonBody, RawBody};
 use super::idempotent::{self, Reply};
 use crate::domain::MerchantId;
 use crate::error::{ApiError, ErrorCode};
@@ -115,11 +115,16 @@ pub async fn rotate_api_key(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Bytes,
+    RawBody(body): RawBody,
 ) -> Result<HttpResponse, ApiError> {
-    // The body is ignored (nothing to send), but it counts for the idempotency fingerprint.
-    if body.len() > super::extract::MAX_BODY {
-        return Err(ApiError::new(ErrorCode::BodyTooLarge));
+    // Nothing to send: an empty body or `{}`. It counts for the idempotency fingerprint.
+    let empty = body.iter().all(u8::is_ascii_whitespace)
+        || super::extract::parse_json::<EmptyObject>(&body).is_ok();
+    if !empty {
+        return Err(ApiError::with(
+            ErrorCode::InvalidRequest,
+            "this request takes no body (or {})",
+        ));
     }
     let merchant = merchants::merchant_or_404(&state.store, &path).await?;
     idempotent::run(&req, &state, IdemScope::Admin, &body, || async {
@@ -129,3 +134,8 @@ pub async fn rotate_api_key(
     })
     .await
 }
+
+/// `{}` and nothing else.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EmptyObject {}

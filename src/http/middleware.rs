@@ -44,9 +44,12 @@ pub async fn observe(
         .unwrap_or_else(|| "unmatched".to_owned());
     let elapsed = started.elapsed();
     if let Some(state) = state {
-        state
-            .metrics
-            .observe_request(&method, &pattern, status, elapsed.as_secs_f64());
+        state.metrics.observe_request(
+            metric_method(&method),
+            &pattern,
+            status,
+            elapsed.as_secs_f64(),
+        );
     }
     span.in_scope(|| {
         tracing::info!(status, elapsed_ms = elapsed.as_millis() as u64, route = %pattern, "served");
@@ -57,4 +60,14 @@ pub async fn observe(
             .insert(HeaderName::from_static(REQUEST_ID_HEADER), value);
     }
     Ok(response)
+}
+
+/// The method as a metric label: a fixed set, so a client inventing methods cannot
+/// grow the metrics without bound (the route label is a route pattern, already bounded).
+fn metric_method(method: &str) -> &'static str {
+    const KNOWN: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == method)
+        .unwrap_or("OTHER")
 }

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::json;
 use sesame_adapters::money::Money;
 
-use super::extract::{JsonBody, MerchantAuth};
+use super::extract::{JsonBody, MerchantAuth, RawBody};
 use super::idempotent::{self, Reply};
 use crate::clock::rfc3339;
 use crate::domain::order::{Order, OrderStatus};
@@ -154,7 +154,7 @@ pub async fn close_order(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Bytes,
+    RawBody(body): RawBody,
 ) -> Result<HttpResponse, ApiError> {
     let order = own_order(&state, &merchant, &path).await?;
     let scope = IdemScope::Merchant(merchant.id.clone());

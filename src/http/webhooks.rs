@@ -8,6 +8,7 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpRequest, HttpResponse, web};
 use sesame_adapters::contract::{Ack, AckResponse, AdapterError, AdapterId, RawCallback};
 
+use super::extract::RawBody;
 use crate::error::{ApiError, ErrorCode};
 use crate::services::callbacks::{self, Handled};
 use crate::startup::AppState;
@@ -25,7 +26,7 @@ pub async fn wallet_callback(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Bytes,
+    RawBody(body): RawBody,
 ) -> Result<HttpResponse, ApiError> {
     let adapter_id = AdapterId::parse(&path).map_err(|_| ApiError::new(ErrorCode::NotFound))?;
     let adapter = state
@@ -33,9 +34,6 @@ pub async fn wallet_callback(
         .adapter(adapter_id)
         .cloned()
         .ok_or_else(|| ApiError::new(ErrorCode::NotFound))?;
-    if body.len() > super::extract::MAX_BODY {
-        return Err(ApiError::new(ErrorCode::BodyTooLarge));
-    }
     let path_and_query = req
         .uri()
         .path_and_query()

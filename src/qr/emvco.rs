@@ -301,6 +301,23 @@ fn parse_tlv(s: &str, base: usize, root: bool) -> Result<Vec<RawObject<'_>>, Dec
     Ok(out)
 }
 
+/// Tag 62's sub-objects 50-99 are payment-system-specific templates (each opening with
+/// its GUID): decoded as objects when their value is well-formed TLV, otherwise kept as
+/// the string the scheme put there (some schemes fill them with plain text).
+fn nested_template(parent: u8, object: &RawObject<'_>) -> Option<Value> {
+    let sub = two_digits(object.id)?;
+    if parent != 62 || !(50..=99).contains(&sub) {
+        return None;
+    }
+    let inner = parse_tlv(object.value, object.offset + 4, false).ok()?;
+    Some(Value::Template(
+        inner
+            .into_iter()
+            .map(|o| (o.id.to_string(), Value::Primitive(o.value.to_string())))
+            .collect(),
+    ))
+}
+
 /// Decodes any scheme's MPM payload. Structural faults are errors; a wrong CRC is not (see
 /// `Decoded::crc_valid`). Mandatory-field presence is not enforced because real national
 /// payloads omit some (PromptPay person-to-person codes carry no 52/59/60). Callers should
@@ -347,7 +364,11 @@ pub fn decode(payload: &str) -> Result<Decoded, DecodeError> {
             Value::Template(
                 inner
                     .into_iter()
-                    .map(|o| (o.id.to_string(), Value::Primitive(o.value.to_string())))
+                    .map(|o| {
+                        let value = nested_template(id_num, &o)
+                            .unwrap_or_else(|| Value::Primitive(o.value.to_string()));
+                        (o.id.to_string(), value)
+                    })
                     .collect(),
             )
         } else {
@@ -778,6 +799,25 @@ mod tests {
     use super::*;
 
     /// Appends `6304` and the correct CRC, for hand-built vectors.
+    #[test]
+    fn payment_system_templates_inside_62_decode_as_objects() {
+        // 62: 03 store label, 50 a scheme template (00 GUID, 01 value), 51 plain text.
+        let body = "000201010211520458125303446".to_owned()
+            + "5802MO5904CAFE6005MACAU"
+            + "6242"
+            + "0305STORE"
+            + "5017"
+            + "0007mo.demo0102AB"
+            + "5108free txt";
+        let decoded = decode(&with_crc(&body)).unwrap();
+        assert!(decoded.crc_valid);
+        let json = decoded.to_json();
+        assert_eq!(json["objects"]["62"]["03"], "STORE");
+        assert_eq!(json["objects"]["62"]["50"]["00"], "mo.demo");
+        assert_eq!(json["objects"]["62"]["50"]["01"], "AB");
+        assert_eq!(json["objects"]["62"]["51"], "free txt");
+    }
+
     fn with_crc(body: &str) -> String {
         let prefix = format!("{body}6304");
         let crc = crc16_ccitt_false(prefix.as_bytes());

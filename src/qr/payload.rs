@@ -5,7 +5,8 @@
 use sesame_adapters::money::Money;
 
 use super::emvco::{self, EncodeError, Initiation, LanguageTemplate, MerchantPresented};
-use crate::domain::{Merchant, PayloadFormat, Plate};
+use super::token::TOKEN_LEN;
+use crate::domain::{Merchant, MerchantId, PayloadFormat, Plate};
 
 /// `{public_base_url}/q/{token}`.
 pub fn plate_url(public_base_url: &str, token: &str) -> String {
@@ -25,6 +26,41 @@ pub fn plate_payload(
     }
 }
 
+/// Whether EMVCo plates can be issued with this base URL and GUID: tag 26 holds the
+/// GUID, the merchant id and the plate URL, at most 99 characters in all. Checked at
+/// startup so an operator learns it before the first plate is refused.
+pub fn emvco_template_fits(public_base_url: &str, guid: &str) -> Result<(), EncodeError> {
+    let merchant = MerchantId::generate();
+    let url = plate_url(public_base_url, &"x".repeat(TOKEN_LEN));
+    let template = merchant_account(guid, &merchant, &url);
+    emvco::encode(&MerchantPresented {
+        initiation: Initiation::Static,
+        merchant_accounts: vec![template],
+        mcc: "5812".to_owned(),
+        currency_numeric: 446,
+        amount: None,
+        country: "MO".to_owned(),
+        merchant_name: "X".to_owned(),
+        merchant_city: "X".to_owned(),
+        postal_code: None,
+        additional: Vec::new(),
+        language: None,
+    })
+    .map(|_| ())
+}
+
+/// Our template: tag 26 = GUID (00), merchant id (01), plate URL (02).
+fn merchant_account(guid: &str, merchant: &MerchantId, url: &str) -> (u8, Vec<(u8, String)>) {
+    (
+        26,
+        vec![
+            (0, guid.to_owned()),
+            (1, merchant.to_string()),
+            (2, url.to_owned()),
+        ],
+    )
+}
+
 pub fn emvco_fields(
     merchant: &Merchant,
     plate: &Plate,
@@ -41,14 +77,7 @@ pub fn emvco_fields(
         } else {
             Initiation::Static
         },
-        merchant_accounts: vec![(
-            26,
-            vec![
-                (0, guid.to_owned()),
-                (1, merchant.id.to_string()),
-                (2, url.to_owned()),
-            ],
-        )],
+        merchant_accounts: vec![merchant_account(guid, &merchant.id, url)],
         mcc: merchant.mcc.clone(),
         currency_numeric: merchant.currency.numeric(),
         amount,
@@ -62,5 +91,18 @@ pub fn emvco_fields(
             merchant_name: name.clone(),
             merchant_city: None,
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_template_fits_a_short_base_url_and_not_a_long_one() {
+        assert!(emvco_template_fits("https://pay.sesame.mo", "mo.sesame.pay").is_ok());
+        let err = emvco_template_fits("https://pay.sesame-gateway.example.mo", "mo.sesame.pay")
+            .unwrap_err();
+        assert!(matches!(err, EncodeError::FieldTooLong { field, .. } if field.starts_with("26 ")));
     }
 }

@@ -14,6 +14,7 @@ use crate::domain::{
     ApiKey, Merchant, MerchantId, MerchantStatus, NewMerchant, PayloadFormat, Plate, PlateId,
 };
 use crate::error::{ApiError, ErrorCode};
+use crate::qr::emvco::EncodeError;
 use crate::qr::payload::{plate_payload, plate_url};
 use crate::qr::token::PlateTokens;
 use crate::store::{DynStore, MerchantBundle, StoreError};
@@ -108,6 +109,15 @@ pub struct PlateContext<'a> {
     pub tokens: &'a PlateTokens,
     pub public_base_url: &'a str,
     pub emvco_guid: &'a str,
+    /// A fixed plate amount must be payable: within what a shopper may pay.
+    pub amount_limits: AmountLimits,
+}
+
+/// Smallest and largest single payment, in minor units of the merchant currency.
+#[derive(Debug, Clone, Copy)]
+pub struct AmountLimits {
+    pub min_minor: i64,
+    pub max_minor: i64,
 }
 
 impl PlateContext<'_> {
@@ -116,14 +126,17 @@ impl PlateContext<'_> {
             tokens,
             public_base_url: &settings.server.public_base_url,
             emvco_guid: &settings.qr.emvco_guid,
+            amount_limits: AmountLimits {
+                min_minor: settings.shopper.min_amount_minor,
+                max_minor: settings.payments.max_amount_minor,
+            },
         }
     }
 
     /// The QR payload of a plate; fails when a field breaks an EMVCo limit.
     pub fn payload(&self, merchant: &Merchant, plate: &Plate) -> Result<String, ApiError> {
         let url = plate_url(self.public_base_url, &self.tokens.token_for(&plate.id));
-        plate_payload(merchant, plate, &url, self.emvco_guid)
-            .map_err(|e| ApiError::with(ErrorCode::PayloadTooLong, e.to_string()))
+        plate_payload(merchant, plate, &url, self.emvco_guid).map_err(|e| encode_error(&e))
     }
 
     pub fn view(&self, merchant: &Merchant, plate: &Plate) -> Result<PlateView, ApiError> {
@@ -262,19 +275,71 @@ pub struct NewPlate {
     pub format: PayloadFormat,
 }
 
+/// Why an EMVCo payload cannot be built, under the code that names the fault: a field
+/// over its length limit, or a value the format cannot carry.
+pub fn encode_error(e: &EncodeError) -> ApiError {
+    match e {
+        EncodeError::FieldTooLong { field, .. } if field.starts_with("26 ") => ApiError::with(
+            ErrorCode::PayloadTooLong,
+            format!(
+                "{e}: tag 26 carries the GUID, the merchant id and the plate URL; \
+                 use format \"url\", or a shorter server.public_base_url or qr.emvco_guid"
+            ),
+        ),
+        EncodeError::FieldTooLong { .. } => {
+            ApiError::with(ErrorCode::PayloadTooLong, e.to_string())
+        }
+        EncodeError::InvalidCharacters { .. } | EncodeError::Invalid { .. } => {
+            ApiError::with(ErrorCode::InvalidField, e.to_string())
+        }
+    }
+}
+
 pub fn validate_new_plate(
     req: &CreatePlateRequest,
     currency: Currency,
+    limits: AmountLimits,
 ) -> Result<NewPlate, ApiError> {
     let label = text("label", &req.label, 25)?;
     let fixed_amount_minor = match req.amount.as_deref() {
         None => None,
-        Some(amount) => Some(
-            Money::parse(amount, currency)
+        Some(amount) => {
+            let minor = Money::parse(amount, currency)
                 .map_err(|e| ApiError::with(ErrorCode::InvalidAmount, format!("amount: {e}")))?
-                .minor(),
-        ),
+                .minor();
+            let bound = |minor: i64| {
+                Money::from_minor(minor, currency)
+                    .map(|m| m.to_string())
+                    .unwrap_or_default()
+            };
+            if minor < limits.min_minor {
+                return Err(ApiError::with(
+                    ErrorCode::InvalidAmount,
+                    format!(
+                        "amount: below the smallest payment, {}",
+                        bound(limits.min_minor)
+                    ),
+                ));
+            }
+            if minor > limits.max_minor {
+                return Err(ApiError::with(
+                    ErrorCode::InvalidAmount,
+                    format!(
+                        "amount: above the largest payment, {}",
+                        bound(limits.max_minor)
+                    ),
+                ));
+            }
+            Some(minor)
+        }
     };
+    if req.format == Some(PayloadFormat::Emvco) && !label.bytes().all(|b| (0x20..0x7f).contains(&b))
+    {
+        return Err(ApiError::with(
+            ErrorCode::InvalidField,
+            "label: an EMVCo plate's label (tag 62 store label) takes printable ASCII only",
+        ));
+    }
     Ok(NewPlate {
         label,
         fixed_amount_minor,
@@ -356,7 +421,7 @@ pub async fn add_plate(
     req: &CreatePlateRequest,
     now: i64,
 ) -> Result<PlateView, ApiError> {
-    let input = validate_new_plate(req, merchant.currency)?;
+    let input = validate_new_plate(req, merchant.currency, ctx.amount_limits)?;
     let plate = new_plate(&merchant.id, input, now);
     let view = ctx.view(merchant, &plate)?;
     store.insert_plate(&plate).await.map_err(|e| match e {
@@ -464,15 +529,30 @@ mod tests {
             amount: Some(amount.into()),
             format: None,
         };
+        let limits = AmountLimits {
+            min_minor: 10,
+            max_minor: 10_000_000,
+        };
         assert_eq!(
-            validate_new_plate(&req("25.50"), Currency::Mop)
+            validate_new_plate(&req("25.50"), Currency::Mop, limits)
                 .unwrap()
                 .fixed_amount_minor,
             Some(2550)
         );
-        assert!(validate_new_plate(&req("25.505"), Currency::Mop).is_err());
-        assert!(validate_new_plate(&req("-1"), Currency::Mop).is_err());
-        assert!(validate_new_plate(&req("0"), Currency::Mop).is_err());
-        assert!(validate_new_plate(&req("1.5"), Currency::Krw).is_err());
+        for bad in [
+            "25.505",
+            "-1",
+            "0",
+            "0.09",
+            "100000.01",
+            "92233720368547758.07",
+        ] {
+            let Err(err) = validate_new_plate(&req(bad), Currency::Mop, limits) else {
+                panic!("{bad} accepted");
+            };
+            assert_eq!(err.code, ErrorCode::InvalidAmount, "{bad}");
+        }
+        assert!(validate_new_plate(&req("100000.00"), Currency::Mop, limits).is_ok());
+        assert!(validate_new_plate(&req("1.5"), Currency::Krw, limits).is_err());
     }
 }

@@ -43,6 +43,50 @@ fn qr_decode_prints_nested_objects_for_other_schemes() {
     assert_eq!(json["objects"]["62"]["03"], "STORE01");
 }
 
+/// Payloads published by other implementations, CRCs as they printed them: PromptPay
+/// from the promptpay-qr library's outputs (a phone number, static and with an
+/// amount), FPS from Odoo's l10n_hk tests and a public HKQR sample.
+#[test]
+fn qr_decode_reads_published_promptpay_and_fps_payloads() {
+    let cases = [
+        (
+            "00020101021129370016A000000677010111011300668123456785802TH530376463045D82",
+            "29",
+            "01",
+            "0066812345678",
+        ),
+        (
+            "00020101021229370016A000000677010111011300668123456785802TH53037645406130.00630496CE",
+            "29",
+            "01",
+            "0066812345678",
+        ),
+        (
+            "00020101021226330012hk.com.hkicl0313+852-6789123452040000530334454031005802HK5914company_1_data6002HK62170513INV/TEST/00016304A154",
+            "26",
+            "03",
+            "+852-67891234",
+        ),
+        (
+            "00020101021126400012hk.com.hkicl01030040313+852-8765432152040000530334454041.235802HK5902NA6002HK6304C246",
+            "26",
+            "01",
+            "004",
+        ),
+    ];
+    for (payload, template, sub, value) in cases {
+        let out = decode(payload);
+        assert!(
+            out.status.success(),
+            "{payload}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let json: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(json["crc_valid"], true);
+        assert_eq!(json["objects"][template][sub], value, "{json}");
+    }
+}
+
 #[test]
 fn qr_decode_names_the_fault_and_fails() {
     let wrong_crc = MACAU.replace("E42D", "E42E");
@@ -50,13 +94,18 @@ fn qr_decode_names_the_fault_and_fails() {
     let duplicate = MACAU.replacen("5802MO", "5802MO5802MO", 1);
     let not_first = MACAU.replacen("000201", "", 1);
     let bad_length = MACAU.replacen("5911SAMPLE", "59xxSAMPLE", 1);
+    let no_crc = MACAU.replacen("6304E42D", "", 1);
+    // 63 (with a CRC correct for what precedes it) placed before object 62.
+    let crc_not_last = "00020101021126290014mo.example.pay0107M0001235204581253034465802MO5911SAMPLE CAFE6005MACAU6304335262110307STORE01";
     for (payload, needle) in [
         (wrong_crc.as_str(), "crc"),
-        (truncated, ""),
+        (truncated, "truncated"),
         (duplicate.as_str(), "duplicate"),
         (not_first.as_str(), "00"),
-        (bad_length.as_str(), ""),
-        ("", ""),
+        (bad_length.as_str(), "bad length"),
+        (no_crc.as_str(), "missing crc"),
+        (crc_not_last, "63"),
+        ("", "empty"),
     ] {
         let out = decode(payload);
         assert!(!out.status.success(), "{payload:?} accepted");
@@ -150,7 +199,7 @@ fn qr_encode_then_decode_round_trips_and_render_writes_a_png() {
 fn config_prints_the_merged_settings_with_secrets_masked() {
     let out = sesame()
         .args(["config"])
-        .env("SESAME__ADMIN__TOKEN", "super-secret-admin")
+        .env("SESAME__ADMIN__TOKEN", "super-secret-admin-token-0123")
         .env(
             "SESAME__STORE__REDIS_URL",
             "redis://:hunter2@10.0.0.1:6379/0",
@@ -165,7 +214,7 @@ fn config_prints_the_merged_settings_with_secrets_masked() {
     );
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(
-        !text.contains("super-secret-admin") && !text.contains("hunter2"),
+        !text.contains("super-secret-admin-token-0123") && !text.contains("hunter2"),
         "{text}"
     );
     assert!(text.contains("***"));
@@ -184,6 +233,78 @@ fn config_prints_the_merged_settings_with_secrets_masked() {
         .output()
         .unwrap();
     assert!(!out.status.success());
+}
+
+#[test]
+fn environment_values_are_taken_as_written_and_printed_before_the_sections() {
+    let out = sesame()
+        .args(["config"])
+        .env("SESAME__QR__EMVCO_GUID", "00777")
+        .env("SESAME__SERVER__WORKERS", "3")
+        .env("SESAME__STORE__ALLOW_VOLATILE", "true")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    // A string that looks like a number stays the string (leading zeros kept).
+    assert!(text.contains(r#"emvco_guid = "00777""#), "{text}");
+    assert!(text.contains("workers = 3"), "{text}");
+    assert!(text.contains("allow_volatile = true"), "{text}");
+    // The one top-level key comes before any [section] header.
+    let first_line = text.lines().next().unwrap_or_default();
+    assert_eq!(first_line, r#"environment = "test""#, "{text}");
+}
+
+#[test]
+fn short_admin_tokens_and_unsafe_production_settings_are_refused() {
+    let refused = |envs: &[(&str, &str)], needle: &str| {
+        let mut command = sesame();
+        command.arg("config");
+        for (key, value) in envs {
+            command.env(key, value);
+        }
+        let out = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!out.status.success(), "{envs:?} accepted");
+        assert!(stderr.contains(needle), "{envs:?}: {stderr}");
+        assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+    };
+    refused(&[("SESAME__ADMIN__TOKEN", "short")], "admin.token");
+    let token = (
+        "SESAME__ADMIN__TOKEN",
+        "a-production-admin-token-0123456789",
+    );
+    refused(
+        &[("SESAME_ENV", "production"), token],
+        "server.public_base_url",
+    );
+    refused(
+        &[
+            ("SESAME_ENV", "production"),
+            token,
+            ("SESAME__SERVER__PUBLIC_BASE_URL", "http://pay.example.mo"),
+        ],
+        "https://",
+    );
+    refused(
+        &[
+            ("SESAME_ENV", "production"),
+            token,
+            ("SESAME__SERVER__PUBLIC_BASE_URL", "https://localhost:8443"),
+        ],
+        "server.public_base_url",
+    );
+    refused(
+        &[
+            ("SESAME_ENV", "production"),
+            ("SESAME__SERVER__PUBLIC_BASE_URL", "https://pay.example.mo"),
+        ],
+        "admin.token must be set in production",
+    );
 }
 
 #[test]

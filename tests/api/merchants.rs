@@ -198,12 +198,17 @@ async fn emvco_plate_that_cannot_fit_is_refused_and_not_stored() {
     let response = app
         .create_plate(&m.id, &json!({"label": "Door", "format": "emvco"}))
         .await;
-    assert_error(
+    let body = assert_error(
         response,
         StatusCode::UNPROCESSABLE_ENTITY,
         "qr_field_too_long",
     )
     .await;
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("26") && message.contains("public_base_url"),
+        "{message}"
+    );
     let plates: Value = app
         .get("/v1/qr", Some(&m.api_key))
         .await
@@ -234,6 +239,17 @@ async fn bad_plate_requests_are_rejected_with_the_field_named() {
             "invalid_amount",
         ),
         (json!({"label": "Till", "amount": "1e3"}), "invalid_amount"),
+        // Above payments.max_amount_minor: a fixed plate must be payable.
+        (
+            json!({"label": "Big", "amount": "92233720368547758.07"}),
+            "invalid_amount",
+        ),
+        (
+            json!({"label": "Big", "amount": "1000000.01"}),
+            "invalid_amount",
+        ),
+        // Tag 62's store label is printable ASCII; a URL plate takes any text.
+        (json!({"label": "櫃台", "format": "emvco"}), "invalid_field"),
         (json!({"label": "Till", "amount": 12.5}), "invalid_request"),
         (json!({"label": "Till", "format": "pdf"}), "invalid_request"),
         (json!({"label": "Till", "colour": "red"}), "invalid_request"),
@@ -371,4 +387,32 @@ async fn a_merchant_never_reads_another_merchants_plates() {
         .get(&format!("/v1/merchants/{}", b.id), Some(&a.api_key))
         .await;
     assert_error(response, StatusCode::UNAUTHORIZED, "unauthorized").await;
+}
+
+/// With the store down, a made-up token is still refused with the friendly 404 (its
+/// MAC fails before any lookup), while a genuine one needs the store and says so.
+#[tokio::test]
+async fn a_forged_plate_token_is_refused_without_a_store_lookup() {
+    let app = spawn_app_on(StoreBackend::Redis).await;
+    let shop = app.onboard("Cafe").await;
+    let genuine = shop.plate["token"].as_str().unwrap().to_owned();
+    let mut forged = genuine.clone().into_bytes();
+    forged[0] = if forged[0] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    let client = redis::Client::open(app.state.settings.store.redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    // SHUTDOWN closes the connection instead of answering.
+    let _ = redis::cmd("SHUTDOWN")
+        .arg("NOSAVE")
+        .query_async::<()>(&mut conn)
+        .await;
+    let refused = app.get(&format!("/q/{forged}"), None).await;
+    assert_eq!(refused.status(), StatusCode::NOT_FOUND);
+    assert!(refused.text().await.unwrap().contains("<html"));
+    let needs_store = app.get(&format!("/q/{genuine}"), None).await;
+    assert!(
+        needs_store.status().is_server_error(),
+        "{}",
+        needs_store.status()
+    );
 }

@@ -62,3 +62,53 @@ async fn an_unset_admin_token_is_generated_once_with_private_permissions() {
     ));
     assert_eq!(resolved.token().expose(), token);
 }
+
+#[tokio::test]
+async fn a_token_file_without_a_token_is_refused_not_used() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("admin_token");
+    std::fs::write(&path, "").unwrap();
+    let err = match sesame::services::admin_token::resolve("", dir.path()) {
+        Ok(_) => panic!("an empty token file was accepted"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        err.contains("admin_token") && err.contains("delete it"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), b"", "left for the operator");
+    // Once removed, a fresh token is generated, complete, with no temporary left over.
+    std::fs::remove_file(&path).unwrap();
+    let resolved = sesame::services::admin_token::resolve("", dir.path()).unwrap();
+    assert!(matches!(
+        resolved,
+        sesame::services::admin_token::Resolved::Generated(..)
+    ));
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["admin_token".to_owned()]);
+}
+
+#[tokio::test]
+async fn readiness_fails_when_redis_stops_being_durable() {
+    let app = spawn_app_on(StoreBackend::Redis).await;
+    assert_eq!(app.get("/readyz", None).await.status(), StatusCode::OK);
+    // An operator turns fsync-always off on the running server.
+    let client = redis::Client::open(app.state.settings.store.redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("appendfsync")
+        .arg("everysec")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let response = app.get("/readyz", None).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "store_unavailable");
+    assert!(body["error"]["request_id"].is_string(), "{body}");
+    assert_eq!(body["store"]["durable"], false, "{body}");
+}

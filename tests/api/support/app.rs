@@ -297,13 +297,16 @@ impl TestApp {
 
 /// Asserts an error response: status and stable code; returns the body.
 pub async fn assert_error(response: Response, status: StatusCode, code: &str) -> Value {
-    assert_eq!(response.status(), status);
+    let seen = response.status();
+    let url = response.url().path().to_owned();
     let request_id = response
         .headers()
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let body: Value = response.json().await.expect("error body is JSON");
+    let text = response.text().await.unwrap_or_default();
+    assert_eq!(seen, status, "{url}: {text}");
+    let body: Value = serde_json::from_str(&text).expect("error body is JSON");
     assert_eq!(body["error"]["code"], code, "{body}");
     assert!(
         body["error"]["message"]
