@@ -473,8 +473,17 @@ impl Credentials {
     fn adapter_error(&self) -> impl Fn(AdapterError) -> WalletSetupError + '_ {
         |e| WalletSetupError::Adapter {
             adapter: self.adapter,
-            reason: e.to_string(),
+            reason: reason(e),
         }
+    }
+}
+
+/// Why an adapter refused a credential, without the "malformed wallet message" frame
+/// (the credential came from the configuration, not from a wallet).
+fn reason(e: AdapterError) -> String {
+    match e {
+        AdapterError::Malformed(message) => message,
+        other => other.to_string(),
     }
 }
 
@@ -539,7 +548,7 @@ fn wechat_pay_adapter(s: &WechatPayAdapterSettings) -> Result<WechatPayAdapter, 
         };
         Some(
             ClientIdentity::new(&certificate, &key)
-                .map_err(|e| c.invalid("client_cert", &s.client_cert, e))?,
+                .map_err(|e| c.invalid("client_cert", &s.client_cert, reason(e)))?,
         )
     } else if s.client_key.is_set() {
         return Err(c.invalid(
@@ -587,7 +596,7 @@ fn kakao_pay_adapter(s: &KakaoPayAdapterSettings) -> Result<KakaoPayAdapter, Wal
         adapter: "kakao_pay",
     };
     let secret = SecretKey::new(c.text("secret_key", &s.secret_key)?)
-        .map_err(|e| c.invalid("secret_key", &s.secret_key, e))?;
+        .map_err(|e| c.invalid("secret_key", &s.secret_key, reason(e)))?;
     let mut config = KakaoPayConfig::new(&s.base_url, s.cid.trim(), secret);
     (config.connect_timeout, config.timeout) = timeouts(s.timeout_ms, config.connect_timeout);
     KakaoPayAdapter::new(config).map_err(c.adapter_error())
