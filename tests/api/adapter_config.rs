@@ -182,7 +182,8 @@ fn load(environment: Environment, vars: &[(String, String)]) -> Result<Settings,
         .map_err(|e| e.to_string())
 }
 
-async fn test_code(base: &str, adapter: &str, prefix: &str) -> String {
+/// A `pays_at_once` test payment code starting `prefix` from the sandboxes at `base`.
+pub(crate) async fn test_code(base: &str, adapter: &str, prefix: &str) -> String {
     let codes: Value = reqwest::get(format!("{base}/{adapter}/test-codes"))
         .await
         .unwrap()

@@ -10,22 +10,7 @@ use crate::payments::{create, pay_at_wallet, shop, wait_status};
 use crate::support::app::{TestApp, assert_error, spawn_reachable};
 
 async fn test_code(app: &TestApp, adapter: &str, prefix: &str) -> String {
-    let codes: Value = app
-        .get(&format!("/sandbox/{adapter}/test-codes"), None)
-        .await
-        .json()
-        .await
-        .unwrap();
-    codes
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| {
-            c["behaviour"] == "pays_at_once" && c["code"].as_str().unwrap().starts_with(prefix)
-        })
-        .and_then(|c| c["code"].as_str())
-        .unwrap_or_else(|| panic!("no code with prefix {prefix} in {codes}"))
-        .to_owned()
+    crate::adapter_config::test_code(&app.url("/sandbox"), adapter, prefix).await
 }
 
 #[tokio::test]
