@@ -298,14 +298,9 @@ async fn sandbox(settings: Settings, bind: std::net::SocketAddr) -> ExitCode {
         Ok(address) => crate::startup::local_base_url(address),
         Err(e) => return fail(e),
     };
-    let mut wallet_settings = settings.wallets.clone();
-    wallet_settings.mode = crate::config::WalletMode::Sandbox;
-    let sandboxes = match crate::wallets::build(&wallet_settings, &settings.store.path, &own) {
-        Ok(wallets) => wallets.sandboxes,
+    let sandboxes = match crate::wallets::sandboxes(&settings.wallets, &settings.store.path, &own) {
+        Ok(sandboxes) => sandboxes,
         Err(e) => return fail(e),
-    };
-    let Some(sandboxes) = sandboxes else {
-        return fail("no sandboxes were built");
     };
     println!("Wallet sandboxes listening on {own}/sandbox");
     let server = actix_web::HttpServer::new(move || {

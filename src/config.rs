@@ -3,7 +3,12 @@
 //! `--config FILE`, then environment variables `SESAME__SECTION__KEY`.
 //!
 //! Owns the typed settings and `masked()` for printing them. Must never: print or
-//! log a secret (admin token, plate secret, Redis password).
+//! log a secret (admin token, plate secret, Redis password, wallet credentials).
+//!
+//! Wallet credentials (`[adapters.<id>]`) are [`Credential`]s: inline text (a PEM,
+//! a key) or `@/path/to/file`, read when the wallets are built (`wallets::build`).
+//! Variables under `SESAME__ADAPTERS__` are taken as text, never parsed as numbers,
+//! so an id with a leading zero or an all-digit key stays exactly as written.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -57,6 +62,7 @@ pub struct Settings {
     pub log: LogSettings,
     pub idempotency: IdempotencySettings,
     pub wallets: WalletSettings,
+    pub adapters: AdaptersSettings,
     pub payments: PaymentSettings,
     pub workers: WorkerSettings,
     pub shopper: ShopperSettings,
@@ -192,10 +198,25 @@ pub struct IdempotencySettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WalletMode {
-    /// Every adapter talks to its wallet's sandbox (mounted in this server).
+    /// Local and test only: the sandboxes are mounted in this server; an enabled
+    /// adapter with a `base_url` talks to that host with its configured credentials,
+    /// one without talks to its in-process sandbox.
     Sandbox,
+    /// Every enabled adapter talks to its `base_url` with its configured credentials;
+    /// a missing one stops the start. Nothing is mounted. The production mode.
+    Live,
     /// No wallet adapters: onboarding and plates work, payments are refused.
     Disabled,
+}
+
+impl WalletMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WalletMode::Sandbox => "sandbox",
+            WalletMode::Live => "live",
+            WalletMode::Disabled => "disabled",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -206,6 +227,155 @@ pub struct WalletSettings {
     pub sandbox_base_url: String,
     /// Wallet time is divided by this in the sandboxes (retry schedules, confirmations).
     pub sandbox_speedup: u32,
+}
+
+/// A wallet credential: the value inline (a PEM, a key) or `@/path/to/file`, read
+/// when the wallets are built. `Debug` and `sesame config` print an inline value as
+/// `***` and a file reference as it is (a path is not a secret).
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct Credential(String);
+
+impl Credential {
+    pub fn new(value: impl Into<String>) -> Credential {
+        Credential(value.into())
+    }
+
+    pub fn is_set(&self) -> bool {
+        !self.0.trim().is_empty()
+    }
+
+    /// The file of an `@/path` reference.
+    pub fn file(&self) -> Option<&Path> {
+        self.0.trim().strip_prefix('@').map(|p| Path::new(p.trim()))
+    }
+
+    /// How the value may be shown: empty, `@/path`, or `***`.
+    pub fn masked(&self) -> String {
+        match self.file() {
+            _ if !self.is_set() => String::new(),
+            Some(path) => format!("@{}", path.display()),
+            None => "***".to_owned(),
+        }
+    }
+
+    /// The inline value, or the contents of the referenced file.
+    pub fn read(&self) -> std::io::Result<String> {
+        match self.file() {
+            Some(path) => std::fs::read_to_string(path),
+            None => Ok(self.0.clone()),
+        }
+    }
+
+    /// Where the value came from, for error messages: `@/path` or `inline`.
+    pub fn origin(&self) -> String {
+        match self.file() {
+            Some(path) => format!("@{}", path.display()),
+            None => "inline".to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credential({:?})", self.masked())
+    }
+}
+
+impl Serialize for Credential {
+    /// Always masked: no serialized form of the settings carries a secret.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.masked())
+    }
+}
+
+/// `[adapters.<id>]`: how each wallet adapter reaches its wallet. An adapter with a
+/// `base_url` talks to that host with these credentials; see [`WalletMode`] for one
+/// without.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdaptersSettings {
+    pub alipay: AlipayAdapterSettings,
+    pub alipay_plus: AlipayPlusAdapterSettings,
+    pub wechat_pay: WechatPayAdapterSettings,
+    pub kakao_pay: KakaoPayAdapterSettings,
+}
+
+/// `[adapters.alipay]`: Alipay Open API (Alipay CN).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlipayAdapterSettings {
+    pub enabled: bool,
+    /// Whole-request timeout, milliseconds.
+    pub timeout_ms: u64,
+    /// Open API host without `/gateway.do`, e.g. `https://openapi.alipay.com`.
+    pub base_url: String,
+    pub app_id: String,
+    /// The app private key (signs our requests).
+    pub private_key: Credential,
+    /// The Alipay public key (verifies answers and notifications).
+    pub wallet_public_key: Credential,
+}
+
+/// `[adapters.alipay_plus]`: Alipay+ as acquiring partner (MPay, AlipayHK, Kakao Pay...).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlipayPlusAdapterSettings {
+    pub enabled: bool,
+    pub timeout_ms: u64,
+    pub base_url: String,
+    pub client_id: String,
+    /// `keyVersion` of our signatures.
+    pub key_version: u32,
+    pub private_key: Credential,
+    pub wallet_public_key: Credential,
+}
+
+/// `[adapters.wechat_pay]`: WeChat Pay API v3, v2 micropay and Official Account OAuth.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WechatPayAdapterSettings {
+    pub enabled: bool,
+    pub timeout_ms: u64,
+    /// API host, e.g. `https://api.mch.weixin.qq.com`.
+    pub base_url: String,
+    /// OAuth authorize host (`https://open.weixin.qq.com`); empty = `base_url`.
+    pub oauth_base_url: String,
+    /// OAuth token host (`https://api.weixin.qq.com`); empty = `base_url`.
+    pub sns_base_url: String,
+    pub mchid: String,
+    pub appid: String,
+    /// Serial number of the merchant API certificate (40 hex).
+    pub serial_no: String,
+    /// The merchant API private key (`apiclient_key.pem`).
+    pub private_key: Credential,
+    /// The APIv3 key: 32 ASCII characters, used as they are as the AES-256-GCM key.
+    pub api_v3_key: Credential,
+    /// `Wechatpay-Serial` of the key below (`PUB_KEY_ID_...` or a platform serial).
+    pub platform_serial: String,
+    pub platform_public_key: Credential,
+    /// The API v2 key (32 characters): signs micropay, orderquery and reverse.
+    pub api_v2_key: Credential,
+    /// The Official Account AppSecret: exchanges OAuth codes for openids.
+    pub app_secret: Credential,
+    /// The merchant API certificate (`apiclient_cert.pem`), the TLS client
+    /// certificate of `/secapi/` calls (micropay reverse). Required in live mode.
+    pub client_cert: Credential,
+    /// The certificate's private key; empty = `private_key` (WeChat issues one key).
+    pub client_key: Credential,
+    /// `spbill_create_ip` of micropay requests.
+    pub terminal_ip: String,
+}
+
+/// `[adapters.kakao_pay]`: Kakao Pay's own online API (KRW).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KakaoPayAdapterSettings {
+    pub enabled: bool,
+    pub timeout_ms: u64,
+    pub base_url: String,
+    pub cid: String,
+    pub secret_key: Credential,
 }
 
 /// The directory holding `default.toml` and the overlays.
@@ -226,11 +396,48 @@ pub fn load(extra: Option<&Path>) -> Result<Settings, ConfigError> {
     load_from(&config_dir(), environment, extra, true)
 }
 
+/// `use_env_vars`: apply this process's `SESAME__*` environment variables last.
 pub fn load_from(
     dir: &Path,
     environment: Environment,
     extra: Option<&Path>,
     use_env_vars: bool,
+) -> Result<Settings, ConfigError> {
+    let vars = if use_env_vars {
+        process_vars()?
+    } else {
+        Vec::new()
+    };
+    load_with_vars(dir, environment, extra, &vars)
+}
+
+/// This process's `SESAME__*` variables. One that is not Unicode is an error, not
+/// silently skipped.
+fn process_vars() -> Result<Vec<(String, String)>, ConfigError> {
+    let mut vars = Vec::new();
+    for (key, value) in std::env::vars_os() {
+        let Some(key) = key.to_str() else { continue };
+        if !key.to_ascii_uppercase().starts_with(ENV_PREFIX) {
+            continue;
+        }
+        let value = value
+            .into_string()
+            .map_err(|_| ConfigError(format!("environment variable {key} is not valid UTF-8")))?;
+        vars.push((key.to_owned(), value));
+    }
+    Ok(vars)
+}
+
+const ENV_PREFIX: &str = "SESAME__";
+
+/// [`load_from`] with the environment variables given (`SESAME__SECTION__KEY`, any
+/// others ignored) instead of this process's: how tests exercise the environment
+/// layer without touching the environment other tests and child processes share.
+pub fn load_with_vars(
+    dir: &Path,
+    environment: Environment,
+    extra: Option<&Path>,
+    vars: &[(String, String)],
 ) -> Result<Settings, ConfigError> {
     let mut builder = config::Config::builder()
         .add_source(config::File::from(dir.join("default.toml")).required(true))
@@ -245,13 +452,19 @@ pub fn load_from(
         }
         builder = builder.add_source(config::File::from(path).required(true));
     }
-    if use_env_vars {
-        builder = builder.add_source(
-            config::Environment::with_prefix("SESAME")
-                .prefix_separator("__")
-                .separator("__"),
-        );
-    }
+    // Values are taken as written: a string stays a string (`00777`, an all-digit
+    // key), and only keys typed as numbers or booleans are converted.
+    let source: config::Map<String, String> = vars
+        .iter()
+        .filter(|(key, _)| key.to_ascii_uppercase().starts_with(ENV_PREFIX))
+        .cloned()
+        .collect();
+    builder = builder.add_source(
+        config::Environment::with_prefix("SESAME")
+            .prefix_separator("__")
+            .separator("__")
+            .source(Some(source)),
+    );
     let settings: Settings = builder
         .build()
         .and_then(|c| c.try_deserialize())
@@ -309,7 +522,7 @@ impl Settings {
         if self.environment == Environment::Production {
             self.validate_production()?;
         }
-        Ok(())
+        self.validate_wallets()
     }
 
     /// Production serves real shoppers: its URLs must be public HTTPS, and the admin
@@ -339,6 +552,73 @@ impl Settings {
         Ok(())
     }
 
+    fn validate_wallets(&self) -> Result<(), ConfigError> {
+        if self.environment == Environment::Production && self.wallets.mode == WalletMode::Sandbox {
+            return Err(ConfigError(
+                "wallets.mode = \"sandbox\" is refused in production: sandboxes take payments no wallet made; use \"live\" (or \"disabled\")".into(),
+            ));
+        }
+        let a = &self.adapters;
+        let wechat = &a.wechat_pay;
+        for (id, enabled, timeout_ms, urls) in [
+            (
+                "alipay",
+                a.alipay.enabled,
+                a.alipay.timeout_ms,
+                vec![("base_url", &a.alipay.base_url)],
+            ),
+            (
+                "alipay_plus",
+                a.alipay_plus.enabled,
+                a.alipay_plus.timeout_ms,
+                vec![("base_url", &a.alipay_plus.base_url)],
+            ),
+            (
+                "wechat_pay",
+                wechat.enabled,
+                wechat.timeout_ms,
+                vec![
+                    ("base_url", &wechat.base_url),
+                    ("oauth_base_url", &wechat.oauth_base_url),
+                    ("sns_base_url", &wechat.sns_base_url),
+                ],
+            ),
+            (
+                "kakao_pay",
+                a.kakao_pay.enabled,
+                a.kakao_pay.timeout_ms,
+                vec![("base_url", &a.kakao_pay.base_url)],
+            ),
+        ] {
+            if !enabled {
+                continue;
+            }
+            if timeout_ms == 0 {
+                return Err(ConfigError(format!(
+                    "adapters.{id}.timeout_ms must be positive"
+                )));
+            }
+            for (key, url) in urls {
+                let https = url.starts_with("https://");
+                let shaped = url.is_empty()
+                    || ((https || url.starts_with("http://"))
+                        && !url.ends_with('/')
+                        && !url.contains(char::is_whitespace));
+                if !shaped {
+                    return Err(ConfigError(format!(
+                        "adapters.{id}.{key} {url:?} must start with http:// or https:// and have no trailing slash"
+                    )));
+                }
+                if self.environment == Environment::Production && !url.is_empty() && !https {
+                    return Err(ConfigError(format!(
+                        "adapters.{id}.{key} {url:?}: production talks to wallets over https only"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The settings as TOML with every secret replaced by `***`.
     pub fn masked(&self) -> String {
         let mut copy = self.clone();
@@ -351,26 +631,34 @@ impl Settings {
 }
 
 fn toml_string(settings: &Settings) -> String {
-    // Serialize through serde_json to a toml-ish listing: section.key = value.
-    // Top-level scalars come first: after a `[section]` header they would read as
-    // keys of that section.
+    // Serialize through serde_json to a toml-ish listing: `[section]` or
+    // `[section.sub]` headers, then `key = value` lines.
     let value = serde_json::to_value(settings).unwrap_or_default();
-    let mut scalars = String::new();
-    let mut tables = String::new();
-    if let serde_json::Value::Object(sections) = value {
-        for (section, body) in sections {
-            match body {
-                serde_json::Value::Object(keys) => {
-                    tables.push_str(&format!("\n[{section}]\n"));
-                    for (key, v) in keys {
-                        tables.push_str(&format!("{key} = {v}\n"));
-                    }
-                }
-                other => scalars.push_str(&format!("{section} = {other}\n")),
-            }
+    let mut out = String::new();
+    if let serde_json::Value::Object(keys) = value {
+        write_table(&mut out, "", &keys);
+    }
+    out.trim_start().to_owned()
+}
+
+fn write_table(out: &mut String, name: &str, keys: &serde_json::Map<String, serde_json::Value>) {
+    let (tables, values): (Vec<_>, Vec<_>) = keys.iter().partition(|(_, v)| v.is_object());
+    if !name.is_empty() && !values.is_empty() {
+        out.push_str(&format!("\n[{name}]\n"));
+    }
+    for (key, v) in values {
+        out.push_str(&format!("{key} = {v}\n"));
+    }
+    for (key, v) in tables {
+        if let serde_json::Value::Object(inner) = v {
+            let path = if name.is_empty() {
+                key.clone()
+            } else {
+                format!("{name}.{key}")
+            };
+            write_table(out, &path, inner);
         }
     }
-    format!("{scalars}{tables}").trim_start().to_owned()
 }
 
 /// `redis://user:secret@host` → `redis://user:***@host`; a password given as a query

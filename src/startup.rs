@@ -60,7 +60,7 @@ pub async fn build_state(
     clock: DynClock,
     own_base_url: &str,
 ) -> anyhow::Result<(AppState, Resolved)> {
-    let wallets = wallets::build(&settings.wallets, &settings.store.path, own_base_url)?;
+    let wallets = wallets::build(&settings, own_base_url)?;
     let store = store::open(&settings.store).await?;
     let health = store.health().await?;
     if !health.durable {

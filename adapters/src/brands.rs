@@ -14,7 +14,8 @@ use std::fmt;
 
 use serde::Deserialize;
 
-use crate::contract::AdapterId;
+use crate::contract::{AdapterId, Capabilities, PayMode};
+use crate::money::Currency;
 
 /// The registry shipped with Sesame.
 const DEFAULT_TOML: &str = include_str!("../../config/wallets.toml");
@@ -179,6 +180,55 @@ impl CodeRule {
     }
 }
 
+/// What a payment asks of the adapter that takes it: its currency and the ways it may
+/// be started (any one of `modes` will do).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Need {
+    pub currency: Currency,
+    pub modes: &'static [PayMode],
+}
+
+impl Need {
+    /// A POS scans the shopper's payment code.
+    pub fn customer_code(currency: Currency) -> Need {
+        Need {
+            currency,
+            modes: &[PayMode::CustomerCode],
+        }
+    }
+
+    /// The merchant shows a one-order QR: the wallet's own dynamic QR, or the cashier
+    /// URL of a wallet that only redirects (Kakao Pay) drawn as a QR.
+    pub fn merchant_qr(currency: Currency) -> Need {
+        Need {
+            currency,
+            modes: &[PayMode::DynamicQr, PayMode::StaticEntry],
+        }
+    }
+
+    /// The shopper scanned a static plate: a redirect to the wallet's cashier, or
+    /// WeChat's JS bridge inside WeChat.
+    pub fn plate(currency: Currency) -> Need {
+        Need {
+            currency,
+            modes: &[PayMode::StaticEntry, PayMode::Jsapi],
+        }
+    }
+
+    pub fn met_by(&self, capabilities: &Capabilities) -> bool {
+        capabilities.supports_currency(self.currency)
+            && self.modes.iter().any(|&m| capabilities.supports_mode(m))
+    }
+}
+
+/// Where a customer code is charged: the adapter, and the brand when the code names
+/// one (`None` for a code of a shared space: the wallet's answer names the brand).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CodeRoute<'a> {
+    pub brand: Option<&'a Brand>,
+    pub adapter: AdapterId,
+}
+
 /// A prefix space several brands share; see `[[shared_code_space]]` in wallets.toml.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SharedCodeSpace {
@@ -220,12 +270,25 @@ impl Brand {
         self.direct_adapter
     }
 
-    /// The adapter to use given which adapters the gateway has configured: the
-    /// direct one when available, else the rail, else none (brand unusable here).
-    pub fn route(&self, configured: impl Fn(AdapterId) -> bool) -> Option<AdapterId> {
+    /// The adapter to use given which adapters are `usable` (configured here, and
+    /// able to take the payment at hand): the direct one when usable, else the rail,
+    /// else none (the brand cannot be paid this way here).
+    pub fn route(&self, usable: impl Fn(AdapterId) -> bool) -> Option<AdapterId> {
         self.direct_adapter
-            .filter(|&direct| configured(direct))
-            .or_else(|| configured(self.adapter).then_some(self.adapter))
+            .filter(|&direct| usable(direct))
+            .or_else(|| usable(self.adapter).then_some(self.adapter))
+    }
+
+    /// [`Brand::route`] by capabilities: an adapter is usable when it is configured
+    /// (`capabilities` answers `Some`) and meets `need`. Kakao Pay's direct adapter is
+    /// KRW and cashier-redirect only, so a MOP order or a Kakao Pay payment code goes
+    /// through the Alipay+ rail.
+    pub fn route_for(
+        &self,
+        need: &Need,
+        capabilities: impl Fn(AdapterId) -> Option<Capabilities>,
+    ) -> Option<AdapterId> {
+        self.route(|id| capabilities(id).is_some_and(|caps| need.met_by(&caps)))
     }
 
     pub fn enabled(&self) -> bool {
@@ -273,7 +336,7 @@ pub enum CodeMatch<'a> {
     Brand(&'a Brand),
     /// The code is in a shared space (Alipay CN vs Alipay+ MPPs) and no rule is more
     /// specific: any of these brands may have issued it. Route it with
-    /// [`BrandRegistry::rail_for_code`]; the wallet's answer names the real brand.
+    /// [`BrandRegistry::route_code`]; the wallet's answer names the real brand.
     Ambiguous(Vec<&'a Brand>),
     Unknown,
 }
@@ -560,18 +623,49 @@ impl BrandRegistry {
     }
 
     /// Routes a scanned customer code (digits only, as scanned; the caller strips
-    /// scanner terminators). The longest matching prefix wins; see [`CodeMatch`].
+    /// scanner terminators) by the registry alone, every adapter assumed usable. The
+    /// longest matching prefix wins; see [`CodeMatch`].
     pub fn detect_by_code(&self, code: &str) -> CodeMatch<'_> {
-        self.classify_code(code).0
+        self.classify_code(code, &|_| true).0
     }
 
-    /// The adapter a code should be charged through: the brand's adapter for a
-    /// clear match, the shared space's adapter for an ambiguous one.
-    pub fn rail_for_code(&self, code: &str) -> Option<AdapterId> {
-        self.classify_code(code).1
+    /// The adapter a code should be charged through; see [`BrandRegistry::route_code`].
+    pub fn rail_for_code(
+        &self,
+        code: &str,
+        usable: impl Fn(AdapterId) -> bool,
+    ) -> Option<AdapterId> {
+        self.route_code(code, usable).map(|route| route.adapter)
     }
 
-    fn classify_code(&self, code: &str) -> (CodeMatch<'_>, Option<AdapterId>) {
+    /// Where a customer code is charged, given which adapters are `usable` (configured
+    /// here and able to take the payment). A code claimed by one brand takes that
+    /// brand's route; a code of a shared space goes to the space's adapter when it is
+    /// usable, and otherwise to the brand that claims the code most specifically (an
+    /// Alipay code with only `alipay` configured is charged at Alipay as Alipay CN).
+    pub fn route_code(
+        &self,
+        code: &str,
+        usable: impl Fn(AdapterId) -> bool,
+    ) -> Option<CodeRoute<'_>> {
+        match self.classify_code(code, &usable) {
+            (CodeMatch::Ambiguous(_), Some(adapter)) => Some(CodeRoute {
+                brand: None,
+                adapter,
+            }),
+            (CodeMatch::Brand(brand), _) => brand.route(&usable).map(|adapter| CodeRoute {
+                brand: Some(brand),
+                adapter,
+            }),
+            _ => None,
+        }
+    }
+
+    fn classify_code(
+        &self,
+        code: &str,
+        usable: &dyn Fn(AdapterId) -> bool,
+    ) -> (CodeMatch<'_>, Option<AdapterId>) {
         if code.is_empty() || code.len() > MAX_CODE_LEN || !code.bytes().all(|b| b.is_ascii_digit())
         {
             return (CodeMatch::Unknown, None);
@@ -589,13 +683,18 @@ impl BrandRegistry {
                 }
             }
         }
-        // A shared space only applies when its rail is usable (some enabled brand on
-        // it) and no brand claims the code with a longer prefix.
+        // A shared space only applies when its rail is usable (configured, able to
+        // take the payment, and some enabled brand on it) and no brand claims the
+        // code with a longer prefix.
         let space = self
             .shared
             .iter()
             .filter_map(|s| s.rule.matched_prefix_len(code).map(|len| (s, len)))
-            .filter(|(s, len)| *len >= best_len && self.enabled().any(|b| b.adapter == s.adapter))
+            .filter(|(s, len)| {
+                *len >= best_len
+                    && usable(s.adapter)
+                    && self.enabled().any(|b| b.adapter == s.adapter)
+            })
             .max_by_key(|(_, len)| *len);
         if let Some((space, _)) = space {
             let mut candidates = best;
@@ -734,7 +833,7 @@ mod tests {
         let reg = registry();
         assert_eq!(code(&reg, "134567890123456789"), Ok("wechat_pay".into()));
         assert_eq!(
-            reg.rail_for_code("134567890123456789"),
+            reg.rail_for_code("134567890123456789", |_| true),
             Some(AdapterId::WechatPay)
         );
         assert_eq!(code(&reg, "104567890123456789"), Ok("wechat_pay".into()));
@@ -755,7 +854,7 @@ mod tests {
             "164567890123456789", // 18 digits but prefix 16
         ] {
             assert_eq!(code(&reg, bad), Err(None), "{bad:?}");
-            assert_eq!(reg.rail_for_code(bad), None);
+            assert_eq!(reg.rail_for_code(bad, |_| true), None);
         }
         assert_eq!(code(&reg, &"2".repeat(65)), Err(None));
     }
@@ -774,7 +873,7 @@ mod tests {
             ]))
         );
         assert_eq!(
-            reg.rail_for_code("281234567890123456"),
+            reg.rail_for_code("281234567890123456", |_| true),
             Some(AdapterId::AlipayPlus)
         );
     }
@@ -789,7 +888,7 @@ mod tests {
         );
         assert_eq!(code(&reg, "281234567890123456"), Ok("alipay_cn".into()));
         assert_eq!(
-            reg.rail_for_code("281234567890123456"),
+            reg.rail_for_code("281234567890123456", |_| true),
             Some(AdapterId::Alipay)
         );
         // Disabled brands are not detected by User-Agent either.
@@ -806,7 +905,7 @@ mod tests {
         let reg = registry();
         assert_eq!(code(&reg, "280853020123456789012345"), Ok("mpay".into()));
         assert_eq!(
-            reg.rail_for_code("280853020123456789012345"),
+            reg.rail_for_code("280853020123456789012345", |_| true),
             Some(AdapterId::AlipayPlus)
         );
         assert_eq!(
@@ -831,7 +930,10 @@ mod tests {
             reg.detect_by_code(example),
             CodeMatch::Ambiguous(_)
         ));
-        assert_eq!(reg.rail_for_code(example), Some(AdapterId::AlipayPlus));
+        assert_eq!(
+            reg.rail_for_code(example, |_| true),
+            Some(AdapterId::AlipayPlus)
+        );
         // 32 digits is beyond Alipay CN's 24 but inside the Alipay+ range.
         let long = "25100102012345678901234567890123";
         assert_eq!(
@@ -842,7 +944,10 @@ mod tests {
                 "mpay".into()
             ]))
         );
-        assert_eq!(reg.rail_for_code(long), Some(AdapterId::AlipayPlus));
+        assert_eq!(
+            reg.rail_for_code(long, |_| true),
+            Some(AdapterId::AlipayPlus)
+        );
     }
 
     #[test]
@@ -878,6 +983,128 @@ mod tests {
         assert_eq!(kakao.route(|_| false), None);
         let mpay = reg.get("mpay").unwrap();
         assert_eq!(mpay.route(|a| a == AdapterId::KakaoPay), None);
+    }
+
+    /// The capabilities the shipped adapters declare, for the adapters in `configured`.
+    fn shipped_capabilities(
+        configured: &[AdapterId],
+    ) -> impl Fn(AdapterId) -> Option<Capabilities> {
+        use crate::contract::{RefundSupport, ResultDelivery};
+        let configured = configured.to_vec();
+        move |id| {
+            let (modes, currencies) = match id {
+                AdapterId::KakaoPay => (vec![PayMode::StaticEntry], vec![Currency::Krw]),
+                AdapterId::AlipayPlus => (
+                    vec![
+                        PayMode::StaticEntry,
+                        PayMode::DynamicQr,
+                        PayMode::CustomerCode,
+                    ],
+                    vec![Currency::Mop, Currency::Hkd, Currency::Krw],
+                ),
+                AdapterId::WechatPay => (
+                    vec![PayMode::DynamicQr, PayMode::Jsapi, PayMode::CustomerCode],
+                    vec![Currency::Cny, Currency::Mop],
+                ),
+                AdapterId::Alipay => (
+                    vec![
+                        PayMode::DynamicQr,
+                        PayMode::StaticEntry,
+                        PayMode::CustomerCode,
+                    ],
+                    vec![Currency::Cny, Currency::Mop],
+                ),
+            };
+            configured.contains(&id).then_some(Capabilities {
+                modes,
+                currencies,
+                refunds: RefundSupport::Partial,
+                results: ResultDelivery::Webhook,
+            })
+        }
+    }
+
+    #[test]
+    fn kakao_pay_goes_direct_only_for_what_its_direct_adapter_can_take() {
+        let reg = registry();
+        let kakao = reg.get("kakao_pay").unwrap();
+        let both = shipped_capabilities(&AdapterId::ALL);
+        let direct = Some(AdapterId::KakaoPay);
+        let rail = Some(AdapterId::AlipayPlus);
+        assert_eq!(kakao.route_for(&Need::plate(Currency::Krw), &both), direct);
+        assert_eq!(
+            kakao.route_for(&Need::merchant_qr(Currency::Krw), &both),
+            direct
+        );
+        // KRW only, redirect only: MOP and payment codes take the Alipay+ rail.
+        assert_eq!(kakao.route_for(&Need::plate(Currency::Mop), &both), rail);
+        assert_eq!(
+            kakao.route_for(&Need::merchant_qr(Currency::Mop), &both),
+            rail
+        );
+        assert_eq!(
+            kakao.route_for(&Need::customer_code(Currency::Krw), &both),
+            rail
+        );
+        let direct_only = shipped_capabilities(&[AdapterId::KakaoPay]);
+        assert_eq!(
+            kakao.route_for(&Need::plate(Currency::Krw), &direct_only),
+            direct
+        );
+        assert_eq!(
+            kakao.route_for(&Need::plate(Currency::Mop), &direct_only),
+            None
+        );
+        // A brand without a direct adapter only ever takes its rail.
+        let wechat = reg.get("wechat_pay").unwrap();
+        assert_eq!(
+            wechat.route_for(&Need::plate(Currency::Mop), &both),
+            Some(AdapterId::WechatPay)
+        );
+        assert_eq!(wechat.route_for(&Need::plate(Currency::Krw), &both), None);
+    }
+
+    #[test]
+    fn the_shared_code_space_falls_back_to_alipay_when_alipay_plus_is_not_configured() {
+        let reg = registry();
+        let code = "281234567890123456";
+        let everything = reg.route_code(code, |_| true).unwrap();
+        assert_eq!(everything.adapter, AdapterId::AlipayPlus);
+        assert_eq!(
+            everything.brand, None,
+            "the wallet's answer names the brand"
+        );
+        let alipay_only = reg.route_code(code, |a| a == AdapterId::Alipay).unwrap();
+        assert_eq!(alipay_only.adapter, AdapterId::Alipay);
+        assert_eq!(alipay_only.brand.map(Brand::id), Some("alipay_cn"));
+        assert_eq!(
+            reg.rail_for_code(code, |a| a == AdapterId::Alipay),
+            Some(AdapterId::Alipay)
+        );
+        assert_eq!(reg.route_code(code, |_| false), None);
+        // 32 digits is beyond Alipay CN's 24: only the Alipay+ rail could take it.
+        let long = "25100102012345678901234567890123";
+        assert_eq!(reg.rail_for_code(long, |a| a == AdapterId::Alipay), None);
+        // The registry's own view does not depend on what is configured.
+        assert!(matches!(reg.detect_by_code(code), CodeMatch::Ambiguous(_)));
+    }
+
+    #[test]
+    fn a_kakao_pay_payment_code_is_charged_through_alipay_plus() {
+        let reg = registry();
+        let code = "280082020123456789012345";
+        let caps = shipped_capabilities(&AdapterId::ALL);
+        let need = Need::customer_code(Currency::Krw);
+        let route = reg
+            .route_code(code, |id| caps(id).is_some_and(|c| need.met_by(&c)))
+            .unwrap();
+        assert_eq!(route.brand.map(Brand::id), Some("kakao_pay"));
+        assert_eq!(route.adapter, AdapterId::AlipayPlus);
+        // A brand's code whose adapters cannot take it has no route.
+        assert_eq!(
+            reg.route_code("134567890123456789", |a| a != AdapterId::WechatPay),
+            None
+        );
     }
 
     #[test]

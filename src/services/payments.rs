@@ -12,6 +12,7 @@ use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sesame_adapters::brands::Need;
 use sesame_adapters::contract::{
     AdapterError, AdapterId, ChargeCode, ChargeOutcome, CreateOrder, MerchantInfo, OrderRef,
     PayAction, PayMode, RefundOutcome, RefundRequest, WalletStatus,
@@ -254,7 +255,7 @@ pub fn validate_order(state: &AppState, req: &CreateOrderRequest) -> Result<NewO
         (Some(code), None) => Some(
             state
                 .wallets
-                .route_code(code)
+                .route_code(code, currency)
                 .ok_or_else(|| ApiError::new(ErrorCode::UnknownPaymentCode))?,
         ),
         (None, Some(brand)) => {
@@ -265,7 +266,7 @@ pub fn validate_order(state: &AppState, req: &CreateOrderRequest) -> Result<NewO
             Some(
                 state
                     .wallets
-                    .route_brand_id(brand)
+                    .route_brand_id(brand, &Need::merchant_qr(currency))
                     .ok_or_else(|| ApiError::new(ErrorCode::WalletUnavailable))?,
             )
         }

@@ -10,7 +10,7 @@ use serde_json::Value;
 const SGQR: &str = "00020101021126490009SG.PAYNOW010120210202012345X0301104082021123151820007SG.SGQR0113202012345X123020701.000103068286710402010503123060400000708201912315204000053037025802SG5911RATINAN LEE6009SINGAPORE610682876162140110987654321X630429FD";
 const MACAU: &str = "00020101021126290014mo.example.pay0107M0001235204581253034465802MO5911SAMPLE CAFE6005MACAU62110307STORE016304E42D";
 
-fn sesame() -> Command {
+pub(crate) fn sesame() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_sesame"));
     command
         .current_dir(env!("CARGO_MANIFEST_DIR"))
@@ -308,6 +308,73 @@ fn short_admin_tokens_and_unsafe_production_settings_are_refused() {
 }
 
 #[test]
+fn config_masks_wallet_credentials_and_shows_key_file_paths() {
+    let private_key = include_str!("../../adapters/testdata/rsa2048_pkcs8.pem");
+    let out = sesame()
+        .args(["config"])
+        .env("SESAME__ADAPTERS__ALIPAY__APP_ID", "0021000000000001")
+        .env("SESAME__ADAPTERS__ALIPAY__PRIVATE_KEY", private_key)
+        .env(
+            "SESAME__ADAPTERS__ALIPAY__WALLET_PUBLIC_KEY",
+            "@/etc/sesame/alipay_public_key.pem",
+        )
+        .env(
+            "SESAME__ADAPTERS__WECHAT_PAY__API_V3_KEY",
+            "Wz9apiV3keyTypedInThePlatform123",
+        )
+        .env(
+            "SESAME__ADAPTERS__WECHAT_PAY__API_V2_KEY",
+            "v2-key-0123456789abcdef01234567",
+        )
+        .env(
+            "SESAME__ADAPTERS__WECHAT_PAY__APP_SECRET",
+            "official-account-app-secret",
+        )
+        .env(
+            "SESAME__ADAPTERS__KAKAO_PAY__SECRET_KEY",
+            "PRD0123456789SECRET",
+        )
+        .env("SESAME__ADAPTERS__KAKAO_PAY__ENABLED", "false")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    for secret in [
+        private_key.lines().nth(1).unwrap(),
+        "Wz9apiV3keyTypedInThePlatform123",
+        "v2-key-0123456789abcdef01234567",
+        "official-account-app-secret",
+        "PRD0123456789SECRET",
+    ] {
+        assert!(!text.contains(secret), "{secret} printed:\n{text}");
+    }
+    let section = |name: &str| {
+        let start = text.find(&format!("[adapters.{name}]\n")).expect(name);
+        let body = &text[start..];
+        body[..body[1..].find("\n[").map_or(body.len(), |end| end + 1)].to_owned()
+    };
+    let alipay = section("alipay");
+    assert!(alipay.contains("app_id = \"0021000000000001\""), "{alipay}");
+    assert!(alipay.contains("private_key = \"***\""), "{alipay}");
+    assert!(
+        alipay.contains("wallet_public_key = \"@/etc/sesame/alipay_public_key.pem\""),
+        "a path is shown: {alipay}"
+    );
+    let wechat = section("wechat_pay");
+    assert!(wechat.contains("api_v3_key = \"***\""), "{wechat}");
+    assert!(wechat.contains("client_cert = \"\""), "{wechat}");
+    let kakao = section("kakao_pay");
+    assert!(
+        kakao.contains("secret_key = \"***\"") && kakao.contains("enabled = false"),
+        "{kakao}"
+    );
+}
+
+#[test]
 fn merchant_commands_use_the_configured_store() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().to_str().unwrap();
@@ -375,7 +442,7 @@ struct Server {
 /// Starts `command` (which binds port 0) and reads the port it prints on the line
 /// starting with `listening_prefix`, so no other process can take the port between
 /// choosing and binding it. Returns the child, its port and the stdout reader.
-fn start_on_port_zero(
+pub(crate) fn start_on_port_zero(
     mut command: Command,
     listening_prefix: &'static str,
 ) -> (
@@ -435,7 +502,7 @@ fn start_server(data: &str) -> Server {
     Server { child, stdout }
 }
 
-fn healthz_ok(port: u16) -> bool {
+pub(crate) fn healthz_ok(port: u16) -> bool {
     use std::io::{Read, Write};
     let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
         return false;

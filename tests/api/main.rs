@@ -4,6 +4,7 @@
 
 mod support;
 
+mod adapter_config;
 mod browser;
 mod callbacks;
 mod cli;
@@ -19,3 +20,4 @@ mod redis_durability;
 mod sandboxes;
 mod shopper;
 mod store_conformance;
+mod wallet_routing;

@@ -63,8 +63,10 @@
 //!   WeChat (timeout, 5xx) is a NON-retryable transport error: query, don't re-charge.
 //!   [`WechatPayAdapter::charge_code_until_final`] runs WeChat's POS flow (poll every
 //!   `micropay_poll_interval` up to `micropay_wait`, then `reverse`). `reverse`
-//!   (`/secapi/pay/reverse`) needs the merchant's client TLS certificate in
-//!   production; reqwest here presents none and the sandbox does not model it.
+//!   (`/secapi/pay/reverse`) needs the merchant's client TLS certificate: every
+//!   `/secapi/` call presents [`WechatPayConfig::client_identity`] (the merchant API
+//!   certificate and its key). The sandbox is plain HTTP and does not model it, so
+//!   mutual TLS is only exercised against WeChat's own host.
 //!   Micropay has no callback: `ChargeCode::notify_url` is not sent.
 //! - **Close.** v3 `close` cannot close a micropay order, so `close` queries first:
 //!   paid → `Rejected{ORDERPAID}` (refund instead), already closed → Ok, micropay →
@@ -143,6 +145,56 @@ pub struct WechatPayConfig {
     pub micropay_poll_interval: Duration,
     /// ...and how long before reversing.
     pub micropay_wait: Duration,
+    /// The TLS client certificate of `/secapi/` calls; `None` in local mode.
+    pub client_identity: Option<ClientIdentity>,
+}
+
+/// The merchant API certificate (`apiclient_cert.pem`) and its private key, presented
+/// as the TLS client certificate on `/secapi/` calls. `Debug` prints nothing of it.
+pub struct ClientIdentity {
+    /// The private key (PKCS#8 PEM) followed by the certificate chain (PEM): the form
+    /// `reqwest::Identity::from_pem` reads.
+    pem: String,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientIdentity(***)")
+    }
+}
+
+impl ClientIdentity {
+    /// `certificate_pem`: `CERTIFICATE` blocks, the merchant's own first. Refused
+    /// unless that certificate carries `key`'s public key, so a certificate and key
+    /// that do not belong together fail at startup, not on the first reverse.
+    pub fn new(certificate_pem: &str, key: &RsaPrivateKey) -> Result<ClientIdentity, AdapterError> {
+        const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+        const END: &str = "-----END CERTIFICATE-----";
+        let not_a_certificate =
+            |why: &str| AdapterError::Malformed(format!("client certificate: {why}"));
+        let body = certificate_pem
+            .split_once(BEGIN)
+            .and_then(|(_, rest)| rest.split_once(END))
+            .map(|(body, _)| body)
+            .ok_or_else(|| not_a_certificate("no -----BEGIN CERTIFICATE----- block"))?;
+        let der =
+            crate::crypto::decode_base64(body).map_err(|e| not_a_certificate(&e.to_string()))?;
+        let spki = key.public_key().map_err(key_error)?.to_spki_der();
+        // A certificate holds its SubjectPublicKeyInfo verbatim (DER).
+        if spki.is_empty() || !der.windows(spki.len()).any(|w| w == spki.as_slice()) {
+            return Err(not_a_certificate(
+                "it does not certify the client key (the public keys differ)",
+            ));
+        }
+        let mut pem = key.to_pkcs8_pem().map_err(key_error)?;
+        pem.push_str(certificate_pem.trim());
+        pem.push('\n');
+        // What TLS would refuse (a block that is no X.509 certificate), refused now.
+        reqwest::Identity::from_pem(pem.as_bytes())
+            .and_then(|identity| reqwest::Client::builder().identity(identity).build())
+            .map_err(|e| not_a_certificate(&error_chain(&e)))?;
+        Ok(ClientIdentity { pem })
+    }
 }
 
 impl WechatPayConfig {
@@ -170,6 +222,7 @@ impl WechatPayConfig {
             request_timeout: Duration::from_secs(10),
             micropay_poll_interval: Duration::from_secs(5),
             micropay_wait: Duration::from_secs(30),
+            client_identity: None,
         })
     }
 }
@@ -267,6 +320,8 @@ enum Micropay {
 pub struct WechatPayAdapter {
     config: WechatPayConfig,
     client: reqwest::Client,
+    /// `client` plus the merchant's TLS client certificate, for `/secapi/` paths.
+    secapi: Option<reqwest::Client>,
 }
 
 impl WechatPayAdapter {
@@ -296,16 +351,34 @@ impl WechatPayAdapter {
         ] {
             reqwest::Url::parse(url).map_err(|e| malformed("WeChat Pay base URL", e))?;
         }
-        let client = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
-            .user_agent(concat!("sesame-wechat-pay/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| AdapterError::Transport {
-                retryable: false,
-                message: format!("HTTP client: {}", e.without_url()),
-            })?;
-        Ok(WechatPayAdapter { config, client })
+        let builder = || {
+            reqwest::Client::builder()
+                .connect_timeout(config.connect_timeout)
+                .timeout(config.request_timeout)
+                .user_agent(concat!("sesame-wechat-pay/", env!("CARGO_PKG_VERSION")))
+        };
+        let client = builder().build().map_err(client_error)?;
+        let secapi = match &config.client_identity {
+            None => None,
+            Some(identity) => {
+                let identity =
+                    reqwest::Identity::from_pem(identity.pem.as_bytes()).map_err(client_error)?;
+                Some(builder().identity(identity).build().map_err(client_error)?)
+            }
+        };
+        Ok(WechatPayAdapter {
+            config,
+            client,
+            secapi,
+        })
+    }
+
+    /// The client for `path`: `/secapi/` calls present the merchant certificate.
+    fn client_for(&self, path: &str) -> &reqwest::Client {
+        match &self.secapi {
+            Some(secapi) if path.starts_with("/secapi/") => secapi,
+            _ => &self.client,
+        }
     }
 
     pub fn config(&self) -> &WechatPayConfig {
@@ -463,7 +536,7 @@ impl WechatPayAdapter {
         params.insert("sign".into(), sign);
         let xml = wire::xml::write(&params).map_err(|e| malformed("micropay request", e))?;
         let response = self
-            .client
+            .client_for(path)
             .post(format!("{}{path}", self.config.api_base_url))
             .header("Content-Type", "text/xml; charset=utf-8")
             .body(xml)
@@ -886,6 +959,25 @@ fn signing_error(e: crate::crypto::CryptoError) -> AdapterError {
     }
 }
 
+/// A client that cannot be built (bad TLS identity), with every cause: reqwest's own
+/// message is only "builder error".
+fn client_error(e: reqwest::Error) -> AdapterError {
+    AdapterError::Transport {
+        retryable: false,
+        message: format!("HTTP client: {}", error_chain(&e)),
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut message = e.to_string();
+    let mut cause = e.source();
+    while let Some(inner) = cause {
+        message.push_str(&format!(": {inner}"));
+        cause = inner.source();
+    }
+    message
+}
+
 /// Maps a reqwest failure; the URL is stripped (the OAuth call carries the secret).
 fn transport(e: reqwest::Error, retryable: bool) -> AdapterError {
     let timeout = e.is_timeout();
@@ -1283,6 +1375,30 @@ mod tests {
         }
         assert_eq!(adapter.ack(Ack::Rejected).status, 401);
         assert_eq!(adapter.ack(Ack::RetryLater).status, 500);
+    }
+
+    #[test]
+    fn a_client_identity_needs_a_certificate_of_its_own_key() {
+        let keys = LocalKeys::generate().unwrap();
+        let error = |pem: &str| {
+            ClientIdentity::new(pem, &keys.merchant)
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(error("").contains("no -----BEGIN CERTIFICATE----- block"));
+        assert!(
+            error(&keys.merchant.to_pkcs8_pem().unwrap()).contains("CERTIFICATE"),
+            "a key is not a certificate"
+        );
+        // A block that does not hold the key's SubjectPublicKeyInfo, e.g. the other
+        // key's, is refused.
+        let other = keys.wallet.public_key().unwrap().to_spki_pem();
+        let wrong = other.replace("PUBLIC KEY", "CERTIFICATE");
+        assert!(error(&wrong).contains("does not certify the client key"));
+        // The key's own SubjectPublicKeyInfo passes that check but is no X.509
+        // certificate: TLS would refuse it, so it is refused here.
+        let own = keys.merchant.public_key().unwrap().to_spki_pem();
+        assert!(error(&own.replace("PUBLIC KEY", "CERTIFICATE")).starts_with("malformed"));
     }
 
     #[test]
