@@ -325,7 +325,9 @@ async fn unpaid_orders_expire_and_a_payment_after_expiry_is_posted_late() {
     };
     // One order nobody pays: expired by the reconciler, closed at the wallet.
     let unpaid = create(&app, &shop, body("5.00", Some("mpay"))).await;
-    // One the merchant closes while the wallet is failing, then the shopper pays anyway.
+    // One the merchant closes while the wallet fails the query and the close (the
+    // query after the failed close gets through, and finds it still unpaid): expired
+    // here, but the wallet never heard the close, and the shopper pays anyway.
     let late = create(&app, &shop, body("7.00", Some("mpay"))).await;
     // A gateway-QR order nobody picks a wallet for.
     let gateway = create(&app, &shop, body("3.00", None)).await;
@@ -345,27 +347,28 @@ async fn unpaid_orders_expire_and_a_payment_after_expiry_is_posted_late() {
         )
         .await;
     assert_eq!(closed.status(), StatusCode::OK);
+    let closed: Value = closed.json().await.unwrap();
+    assert_eq!(closed["status"], "expired");
     app.client
         .post(app.url("/sandbox/alipay_plus/faults"))
         .json(&json!({}))
         .send()
         .await
         .unwrap();
-    clock.advance(61_000);
-    for id in [
-        unpaid["id"].as_str().unwrap(),
-        gateway["id"].as_str().unwrap(),
-        late_id.as_str(),
-    ] {
-        wait_status(&app, &shop, id, "expired").await;
-    }
-    shop.endpoint.wait_for("order.expired", 3, 20).await;
-    // The wallet never heard our close: the shopper pays. Money moved, so it is posted.
+    // Money moved after we expired the order, so it is posted (late).
     pay_at_wallet(&app, &late).await;
     let paid = wait_status(&app, &shop, &late_id, "succeeded").await;
     assert_eq!(paid["paid_late"], true);
     assert_eq!(paid["ledger"].as_array().unwrap().len(), 1);
     shop.endpoint.wait_for("order.succeeded", 1, 20).await;
+    clock.advance(61_000);
+    for id in [
+        unpaid["id"].as_str().unwrap(),
+        gateway["id"].as_str().unwrap(),
+    ] {
+        wait_status(&app, &shop, id, "expired").await;
+    }
+    shop.endpoint.wait_for("order.expired", 3, 20).await;
     // The unpaid one was closed at the wallet: it can no longer be paid there.
     let cashier = crate::payments::cashier_url(&app, &unpaid);
     let refused = app
