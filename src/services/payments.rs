@@ -1152,8 +1152,13 @@ async fn check_expired(state: &AppState, order: &Order) -> Result<(), ApiError> 
             match adapter.close(&order_ref(order)).await {
                 Ok(()) => stop_checking(state, &order.id).await,
                 Err(AdapterError::Rejected { .. }) => {
-                    // Paid in between: the next look settles it.
-                    reschedule_check(state, &order.id).await.map(drop)
+                    // The wallet refuses to close what it reports paid: a capture
+                    // landed between the query and the close. Settle it now.
+                    let again = adapter.query(&order_ref(order)).await;
+                    match again.as_ref().ok().and_then(reported_paid) {
+                        Some(paid) => settle_reported(state, &order.id, &paid).await,
+                        None => reschedule_check(state, &order.id).await.map(drop),
+                    }
                 }
                 Err(e) => {
                     tracing::info!(error = %e, order = %order.id, "close failed again; will check later");

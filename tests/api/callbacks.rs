@@ -20,7 +20,7 @@ use sesame_adapters::contract::{AdapterId, WalletEvent, WalletStatus};
 use sesame_adapters::money::{Currency, Money};
 
 use crate::payments::{
-    create, eventually, events_of, faults, get_order, pay_at_wallet, shop, stored_order,
+    create, events_of, eventually, faults, get_order, pay_at_wallet, shop, stored_order,
     wait_status,
 };
 use crate::support::app::{TestApp, assert_error, spawn_reachable, spawn_with_clock};
@@ -450,7 +450,11 @@ async fn a_mismatched_capture_leaves_the_reconciler_and_a_later_correct_report_s
         let flagged = stored_order(&app, id).await;
         assert_eq!(flagged.status, OrderStatus::Pending);
         assert!(
-            flagged.review.as_deref().unwrap_or("").contains("42.10 MOP"),
+            flagged
+                .review
+                .as_deref()
+                .unwrap_or("")
+                .contains("42.10 MOP"),
             "{flagged:?}"
         );
         assert_eq!(flagged.next_check_at, None, "left the reconciler");
@@ -485,7 +489,10 @@ async fn a_mismatched_capture_leaves_the_reconciler_and_a_later_correct_report_s
     assert_eq!(paid["status"], "succeeded");
     assert_eq!(paid["amount"], "42.00");
     assert_eq!(paid["ledger"].as_array().unwrap().len(), 1);
-    assert!(paid["review"].as_str().unwrap().contains("42.10"), "kept for a person");
+    assert!(
+        paid["review"].as_str().unwrap().contains("42.10"),
+        "kept for a person"
+    );
     let untouched = get_order(&app, &shop, &first).await;
     assert_eq!(untouched["ledger"], json!([]));
     assert_eq!(events_of(&app, &shop, "order.succeeded").await.len(), 1);
@@ -493,8 +500,7 @@ async fn a_mismatched_capture_leaves_the_reconciler_and_a_later_correct_report_s
 }
 
 #[tokio::test]
-async fn a_mismatched_capture_leaves_the_reconciler_and_a_later_correct_report_settles_embedded()
-{
+async fn a_mismatched_capture_leaves_the_reconciler_and_a_later_correct_report_settles_embedded() {
     a_mismatched_capture_leaves_the_reconciler_and_a_later_correct_report_settles(
         StoreBackend::Embedded,
     )
@@ -502,8 +508,7 @@ async fn a_mismatched_capture_leaves_the_reconciler_and_a_later_correct_report_s
 }
 
 #[tokio::test]
-async fn a_mismatched_capture_leaves_the_reconciler_and_a_later_correct_report_settles_on_redis()
-{
+async fn a_mismatched_capture_leaves_the_reconciler_and_a_later_correct_report_settles_on_redis() {
     a_mismatched_capture_leaves_the_reconciler_and_a_later_correct_report_settles(
         StoreBackend::Redis,
     )
@@ -635,7 +640,10 @@ async fn an_order_whose_close_failed_is_checked_in_its_grace_period() {
         assert_eq!(closed.status(), StatusCode::OK);
         let expired = stored_order(&app, id).await;
         assert_eq!(expired.status, OrderStatus::Expired);
-        assert!(expired.next_check_at.is_some(), "kept for late-capture checks");
+        assert!(
+            expired.next_check_at.is_some(),
+            "kept for late-capture checks"
+        );
     }
     // The wallet never heard the close: the shopper pays, and the callback is lost.
     faults(&app, "alipay_plus", json!({"drop_all_callbacks": true})).await;
@@ -651,7 +659,10 @@ async fn an_order_whose_close_failed_is_checked_in_its_grace_period() {
         stored_order(&app, unpaid_id).await.next_check_at.is_none()
     })
     .await;
-    assert_eq!(stored_order(&app, unpaid_id).await.status, OrderStatus::Expired);
+    assert_eq!(
+        stored_order(&app, unpaid_id).await.status,
+        OrderStatus::Expired
+    );
     let cashier = crate::payments::cashier_url(&app, &never_paid);
     let refused = app
         .client
@@ -703,12 +714,7 @@ async fn pending_refund(
 }
 
 /// The wallet's refund notification, as its adapter hands it over.
-async fn wallet_reports_refund(
-    app: &TestApp,
-    order: &str,
-    refund: &str,
-    amount: &str,
-) -> Handled {
+async fn wallet_reports_refund(app: &TestApp, order: &str, refund: &str, amount: &str) -> Handled {
     let event = WalletEvent::RefundSucceeded {
         order_id: order.to_owned(),
         refund_id: refund.to_owned(),
@@ -760,7 +766,10 @@ async fn cumulative_refund_totals_confirm_each_of_several_refunds_in_flight() {
     let order = get_order(&app, &shop, &id).await;
     let held = refund_in(&order, &odd);
     assert_eq!(held["status"], "pending");
-    assert!(held["review"].as_str().unwrap().contains("99.00 CNY"), "{held}");
+    assert!(
+        held["review"].as_str().unwrap().contains("99.00 CNY"),
+        "{held}"
+    );
     assert_eq!(order["refundable"], "40.00");
     clock.advance(app.state.settings.payments.refund_check_interval_ms);
     eventually("the order leaves the reconciler", || async {
@@ -801,7 +810,12 @@ async fn a_refund_the_wallet_completes_after_reporting_it_failed_is_posted_late_
     let order = get_order(&app, &shop, &id).await;
     let late = refund_in(&order, &covered);
     assert_eq!(late["status"], "succeeded");
-    assert!(late["review"].as_str().unwrap().contains("after reporting it failed"));
+    assert!(
+        late["review"]
+            .as_str()
+            .unwrap()
+            .contains("after reporting it failed")
+    );
     assert_eq!(order["refunded"], "40.00");
     // The same notification again changes nothing.
     wallet_reports_refund(&app, &id, &covered, "40.00").await;
@@ -826,7 +840,10 @@ async fn a_refund_the_wallet_completes_after_reporting_it_failed_is_posted_late_
     let order = get_order(&app, &shop, &id).await;
     let stuck = refund_in(&order, &uncovered);
     assert_eq!(stuck["status"], "failed");
-    assert!(stuck["review"].as_str().unwrap().contains("not posted"), "{stuck}");
+    assert!(
+        stuck["review"].as_str().unwrap().contains("not posted"),
+        "{stuck}"
+    );
     assert!(order["review"].as_str().unwrap().contains(&uncovered));
     assert_eq!(order["refunded"], "100.00");
     assert_eq!(

@@ -306,7 +306,12 @@ mod derived_ids {
         // The first attempt fails at the wallet: the key is released, the order exists.
         faults(&app, "alipay_plus", json!({"fail_requests": 1})).await;
         let failed = app
-            .post_json("/v1/orders", Some(&shop.key), &body, Some("till-1-ticket-4"))
+            .post_json(
+                "/v1/orders",
+                Some(&shop.key),
+                &body,
+                Some("till-1-ticket-4"),
+            )
             .await;
         assert_error(
             failed,
@@ -330,7 +335,12 @@ mod derived_ids {
             let mut other = body.clone();
             other[field] = value;
             let refused = app
-                .post_json("/v1/orders", Some(&shop.key), &other, Some("till-1-ticket-4"))
+                .post_json(
+                    "/v1/orders",
+                    Some(&shop.key),
+                    &other,
+                    Some("till-1-ticket-4"),
+                )
                 .await;
             let error = assert_error(
                 refused,
@@ -346,7 +356,12 @@ mod derived_ids {
         }
         // The same request goes on with the same order.
         let retried = app
-            .post_json("/v1/orders", Some(&shop.key), &body, Some("till-1-ticket-4"))
+            .post_json(
+                "/v1/orders",
+                Some(&shop.key),
+                &body,
+                Some("till-1-ticket-4"),
+            )
             .await;
         assert_eq!(retried.status(), StatusCode::CREATED);
         let order: Value = retried.json().await.unwrap();
@@ -363,7 +378,12 @@ mod derived_ids {
         let body =
             json!({"amount": "12.00", "currency": "MOP", "description": "x", "wallet": "mpay"});
         let created = app
-            .post_json("/v1/orders", Some(&shop.key), &body, Some("pos-1-ticket-17"))
+            .post_json(
+                "/v1/orders",
+                Some(&shop.key),
+                &body,
+                Some("pos-1-ticket-17"),
+            )
             .await;
         assert_eq!(created.status(), StatusCode::CREATED);
         let order: Value = created.json().await.unwrap();
@@ -385,7 +405,12 @@ mod derived_ids {
         // yesterday's paid order back (the cashier would hand over unpaid goods).
         clock.advance(25 * 3_600_000);
         let reused = app
-            .post_json("/v1/orders", Some(&shop.key), &body, Some("pos-1-ticket-17"))
+            .post_json(
+                "/v1/orders",
+                Some(&shop.key),
+                &body,
+                Some("pos-1-ticket-17"),
+            )
             .await;
         let error = assert_error(
             reused,
@@ -394,7 +419,10 @@ mod derived_ids {
         )
         .await;
         let message = error["error"]["message"].as_str().unwrap();
-        assert!(message.contains(&id) && message.contains("24 h"), "{message}");
+        assert!(
+            message.contains(&id) && message.contains("24 h"),
+            "{message}"
+        );
         let again = app
             .post_json(
                 &refunds,

@@ -373,12 +373,7 @@ async fn a_merchant_rate_above_100_percent_refuses_the_order_and_creates_nothing
     app.state.store.create_merchant(&bundle).await.unwrap();
     let body = json!({"amount": "10.00", "currency": "MOP", "description": "x", "wallet": "mpay"});
     let refused = post_order(&app, key.expose(), &body, None).await;
-    assert_error(
-        refused,
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal_error",
-    )
-    .await;
+    assert_error(refused, StatusCode::INTERNAL_SERVER_ERROR, "internal_error").await;
     let listed: Value = app
         .get("/v1/orders", Some(key.expose()))
         .await
@@ -387,7 +382,8 @@ async fn a_merchant_rate_above_100_percent_refuses_the_order_and_creates_nothing
         .unwrap();
     assert_eq!(listed["data"], json!([]));
     // Brands without a merchant rate use the (valid) default.
-    let other = json!({"amount": "10.00", "currency": "MOP", "description": "x", "wallet": "wechat_pay"});
+    let other =
+        json!({"amount": "10.00", "currency": "MOP", "description": "x", "wallet": "wechat_pay"});
     assert_eq!(
         post_order(&app, key.expose(), &other, None).await.status(),
         StatusCode::CREATED
