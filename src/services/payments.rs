@@ -1,12 +1,14 @@
 //! Payments: creating orders (dynamic QR, customer code), settling what wallets report,
-//! refunds, closing. Every change to an order goes through `commit_with_retry`: read,
-//! decide with `domain::order::decide`, commit with compare-and-set, retry on conflict.
+//! refunds, closing, and the reconciler's look at one order. Every change to an order
+//! goes through `change_order` (or `change_refund`): read, decide (status changes with
+//! `domain::order::decide`), commit with compare-and-set, retry on conflict.
 //!
 //! Invariants: money is posted only by a commit that also moves the order to
 //! `succeeded` (or records a refund), deduplicated by the wallet event and by the
 //! ledger entry id, so any number of duplicate or concurrent callbacks post once. A
-//! wallet amount or currency that differs from the order's posts nothing and flags
-//! the order for review. Nothing here sees actix types.
+//! wallet amount or currency that differs from ours posts nothing and flags the order
+//! (or refund) for review. An order the reconciler looked at never stays due: every
+//! look commits at least its next check time. Nothing here sees actix types.
 
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
@@ -383,8 +385,8 @@ pub async fn create_order(
 }
 
 /// The MDR for a new order, refused when the merchant's rate is above 100 % (such an
-/// order could never be posted).
-fn checked_fee_bps(
+/// order could never be posted). Every path that creates an order should use it.
+pub(crate) fn checked_fee_bps(
     state: &AppState,
     merchant: &Merchant,
     brand: Option<&str>,
