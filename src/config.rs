@@ -103,6 +103,13 @@ pub struct PaymentSettings {
     pub poll_interval_ms: i64,
     /// A new dynamic order is first checked at its wallet after this, milliseconds.
     pub first_check_after_ms: i64,
+    /// A refund still pending (no final answer from the wallet, or a lost one) is
+    /// asked again at its wallet, with the same refund id, once it is this old and
+    /// then at this interval, milliseconds.
+    pub refund_check_interval_ms: i64,
+    /// An order expired while its close was not confirmed by the wallet is checked for
+    /// a late capture (and closed again) for this long after its deadline, seconds.
+    pub expired_grace_secs: i64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,6 +123,8 @@ pub struct WorkerSettings {
     pub outbox_lease_secs: i64,
     /// Timeout of one webhook delivery, seconds.
     pub webhook_timeout_secs: u64,
+    /// Timeout of connecting to a merchant's webhook endpoint, seconds.
+    pub webhook_connect_timeout_secs: u64,
     /// First retry delay of a failed webhook, seconds (doubles each attempt, with jitter).
     pub webhook_first_retry_secs: i64,
     /// Longest delay between two webhook attempts, seconds.
@@ -193,6 +202,8 @@ pub struct LogSettings {
 pub struct IdempotencySettings {
     pub retention_hours: i64,
     pub lease_secs: i64,
+    /// How often expired records are deleted from the store, seconds.
+    pub purge_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -487,9 +498,13 @@ impl Settings {
                 "qr.emvco_guid must be 1..=32 ASCII characters".into(),
             ));
         }
-        if self.idempotency.retention_hours <= 0 || self.idempotency.lease_secs <= 0 {
+        if self.idempotency.retention_hours <= 0
+            || self.idempotency.lease_secs <= 0
+            || self.idempotency.purge_interval_secs == 0
+        {
             return Err(ConfigError("idempotency timings must be positive".into()));
         }
+        self.validate_payments()?;
         if self.shopper.rate_per_ip_per_minute == 0 || self.shopper.rate_per_plate_per_minute == 0 {
             return Err(ConfigError("shopper rate limits must be positive".into()));
         }
@@ -619,6 +634,61 @@ impl Settings {
         Ok(())
     }
 
+    /// The payments, reconciler and outbox keys.
+    fn validate_payments(&self) -> Result<(), ConfigError> {
+        let payments = &self.payments;
+        if payments.default_mdr_bps > crate::domain::ledger::MAX_MDR_BPS {
+            return Err(ConfigError(format!(
+                "payments.default_mdr_bps {} is above {} (100 %)",
+                payments.default_mdr_bps,
+                crate::domain::ledger::MAX_MDR_BPS
+            )));
+        }
+        if payments.poll_interval_ms <= 0
+            || payments.first_check_after_ms <= 0
+            || payments.refund_check_interval_ms <= 0
+            || payments.expired_grace_secs < 0
+        {
+            return Err(ConfigError(
+                "payments poll, first check and refund check intervals must be positive, \
+                 expired_grace_secs not negative"
+                    .into(),
+            ));
+        }
+        let workers = &self.workers;
+        if workers.outbox_lease_secs <= 0 {
+            return Err(ConfigError(
+                "workers.outbox_lease_secs must be positive".into(),
+            ));
+        }
+        // A lease that ends while its delivery may still be connecting or waiting for
+        // the merchant lets a second process deliver the same attempt.
+        let delivery_secs = workers
+            .webhook_timeout_secs
+            .saturating_add(workers.webhook_connect_timeout_secs);
+        if u64::try_from(workers.outbox_lease_secs).unwrap_or(0) <= delivery_secs {
+            return Err(ConfigError(format!(
+                "workers.outbox_lease_secs ({}) must be longer than webhook_timeout_secs + \
+                 webhook_connect_timeout_secs ({delivery_secs})",
+                workers.outbox_lease_secs
+            )));
+        }
+        if workers.webhook_timeout_secs == 0 || workers.webhook_connect_timeout_secs == 0 {
+            return Err(ConfigError("webhook timeouts must be positive".into()));
+        }
+        if workers.webhook_first_retry_secs <= 0
+            || workers.webhook_max_retry_secs < workers.webhook_first_retry_secs
+            || workers.webhook_give_up_hours <= 0
+        {
+            return Err(ConfigError(
+                "webhook retry delays and give-up window must be positive, the longest \
+                 delay at least the first"
+                    .into(),
+            ));
+        }
+        Ok(())
+    }
+
     /// The settings as TOML with every secret replaced by `***`.
     pub fn masked(&self) -> String {
         let mut copy = self.clone();
@@ -702,6 +772,61 @@ fn is_secret_param(key: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn defaults() -> Settings {
+        load_from(
+            &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config"),
+            Environment::Production,
+            None,
+            false,
+        )
+        .expect("the shipped configuration is valid")
+    }
+
+    fn refused(change: impl FnOnce(&mut Settings), naming: &str) {
+        let mut settings = defaults();
+        change(&mut settings);
+        let error = settings.validate().expect_err("refused").0;
+        assert!(error.contains(naming), "{error}");
+    }
+
+    #[test]
+    fn an_outbox_lease_must_outlast_a_whole_delivery() {
+        refused(|s| s.workers.outbox_lease_secs = 0, "outbox_lease_secs");
+        refused(|s| s.workers.outbox_lease_secs = -5, "outbox_lease_secs");
+        // 10 s timeout + 5 s connect: a 15 s lease could end while the POST is live.
+        refused(
+            |s| s.workers.outbox_lease_secs = 15,
+            "outbox_lease_secs (15)",
+        );
+        let mut settings = defaults();
+        settings.workers.outbox_lease_secs = 16;
+        assert!(settings.validate().is_ok());
+        refused(
+            |s| s.workers.webhook_connect_timeout_secs = 30,
+            "webhook_connect_timeout_secs (40)",
+        );
+    }
+
+    #[test]
+    fn a_default_mdr_above_100_percent_is_refused() {
+        refused(
+            |s| s.payments.default_mdr_bps = 10_001,
+            "default_mdr_bps 10001",
+        );
+        let mut settings = defaults();
+        settings.payments.default_mdr_bps = 10_000;
+        assert!(settings.validate().is_ok());
+    }
+
+    #[test]
+    fn payments_and_purge_intervals_must_be_positive() {
+        refused(|s| s.payments.poll_interval_ms = 0, "intervals");
+        refused(|s| s.payments.refund_check_interval_ms = -1, "intervals");
+        refused(|s| s.payments.expired_grace_secs = -1, "expired_grace_secs");
+        refused(|s| s.idempotency.purge_interval_secs = 0, "idempotency");
+        refused(|s| s.workers.webhook_give_up_hours = 0, "give-up");
+    }
 
     #[test]
     fn masks_password_in_urls() {

@@ -1,7 +1,9 @@
-//! Background workers of the gateway process: the merchant-webhook dispatcher and the
-//! reconciler. Each loops until told to stop; a stop waits for the pass in progress,
-//! so a restart neither loses nor repeats work (the outbox lease and the
-//! compare-and-set commits make a pass safe to interrupt at any point anyway).
+//! Background workers of the gateway process: the merchant-webhook dispatcher, the
+//! reconciler and the purge of expired idempotency records. Each loops until told to
+//! stop, and rests between passes that made no progress (so a pass that keeps
+//! failing never spins); a stop waits for the pass in progress, so a restart neither
+//! loses nor repeats work (the outbox lease and the compare-and-set commits make a
+//! pass safe to interrupt at any point anyway).
 
 use std::time::Duration;
 
@@ -9,7 +11,7 @@ use actix_web::web::Data;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::services::{notify, reconciler};
+use crate::services::{idempotency, notify, reconciler};
 use crate::startup::AppState;
 
 pub struct Workers {
@@ -23,7 +25,9 @@ impl Workers {
         let mut tasks = Vec::new();
         if state.settings.workers.enabled {
             let client = reqwest::Client::builder()
-                .connect_timeout(Duration::from_secs(5))
+                .connect_timeout(Duration::from_secs(
+                    state.settings.workers.webhook_connect_timeout_secs,
+                ))
                 .build()
                 .unwrap_or_default();
             let dispatcher_state = state.clone();
@@ -45,6 +49,19 @@ impl Workers {
                     async move { reconciler::reconcile_once(&state).await }
                 },
             ));
+            let purge_state = state.clone();
+            tasks.push(spawn_loop(
+                stop.subscribe(),
+                state
+                    .settings
+                    .idempotency
+                    .purge_interval_secs
+                    .saturating_mul(1000),
+                move || {
+                    let state = purge_state.clone();
+                    async move { idempotency::purge_once(&state).await }
+                },
+            ));
         }
         Workers { stop, tasks }
     }
@@ -58,6 +75,8 @@ impl Workers {
     }
 }
 
+/// Runs `pass` until stopped; after a pass that reports no progress (0) it rests
+/// `idle_ms` (or until stopped) before the next.
 fn spawn_loop<F, Fut>(mut stop: watch::Receiver<bool>, idle_ms: u64, mut pass: F) -> JoinHandle<()>
 where
     F: FnMut() -> Fut + Send + 'static,

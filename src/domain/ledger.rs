@@ -62,6 +62,8 @@ pub enum LedgerError {
 }
 
 pub const MERCHANT_PAYABLE: &str = "merchant_payable";
+/// The highest merchant discount rate: 10000 basis points = 100 %.
+pub const MAX_MDR_BPS: u32 = 10_000;
 pub const FEE_INCOME: &str = "fee_income";
 
 pub fn wallet_clearing(adapter: &str) -> String {
@@ -91,7 +93,7 @@ pub fn fee(amount: i64, rate_bps: u32) -> Result<i64, LedgerError> {
     if amount <= 0 {
         return Err(LedgerError::NonPositive);
     }
-    if rate_bps > 10_000 {
+    if rate_bps > MAX_MDR_BPS {
         return Err(LedgerError::BadRate);
     }
     mul_div_half_even(amount, i64::from(rate_bps), 10_000).ok_or(LedgerError::Overflow)

@@ -59,7 +59,10 @@ pub struct Order {
     /// Why a person must look at this order (e.g. the wallet reported another amount).
     pub review: Option<String>,
     pub expires_at: UnixMillis,
-    /// When the reconciler should next ask the wallet (open orders only).
+    /// When the reconciler should next look at the order: ask the wallet about an open
+    /// one, re-check an expired one in its late-capture grace period, re-issue refunds
+    /// of a succeeded one that are still in flight. The store indexes it as
+    /// [`Order::due_at`] says.
     pub next_check_at: Option<UnixMillis>,
     pub paid_at: Option<UnixMillis>,
     pub created_at: UnixMillis,
@@ -79,6 +82,19 @@ impl Order {
     /// True while the reconciler may have to act (not terminal).
     pub fn is_open(&self) -> bool {
         !self.status.is_terminal()
+    }
+
+    /// When the order comes due for the reconciler, the ONE rule both store backends
+    /// index by: `next_check_at` while the order is open, expired (a capture may still
+    /// land while our close is unconfirmed) or succeeded with refunds in flight; never
+    /// for a failed order or a settled one with nothing in flight.
+    pub fn due_at(&self) -> Option<UnixMillis> {
+        let needs_a_look = match self.status {
+            OrderStatus::Created | OrderStatus::Pending | OrderStatus::Expired => true,
+            OrderStatus::Succeeded => self.refund_pending_minor > 0,
+            OrderStatus::Failed => false,
+        };
+        self.next_check_at.filter(|_| needs_a_look)
     }
 }
 
@@ -247,6 +263,51 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn due_at_follows_what_is_left_to_do() {
+        let mut order = Order {
+            id: OrderId::generate_for(&MerchantId::generate()),
+            merchant_id: MerchantId::generate(),
+            plate_id: None,
+            amount_minor: 1_000,
+            currency: Currency::Mop,
+            description: "x".into(),
+            reference: None,
+            mode: OrderMode::DynamicQr,
+            brand: None,
+            adapter: None,
+            status: OrderStatus::Created,
+            paid_late: false,
+            wallet_ref: None,
+            pay_action: None,
+            fee_bps: 0,
+            fee_minor: 0,
+            refunded_minor: 0,
+            refund_pending_minor: 0,
+            review: None,
+            expires_at: 10,
+            next_check_at: Some(5),
+            paid_at: None,
+            created_at: 0,
+            updated_at: 0,
+            version: 1,
+        };
+        for (status, pending, due) in [
+            (OrderStatus::Created, 0, Some(5)),
+            (OrderStatus::Pending, 0, Some(5)),
+            (OrderStatus::Expired, 0, Some(5)),
+            (OrderStatus::Succeeded, 0, None),
+            (OrderStatus::Succeeded, 300, Some(5)),
+            (OrderStatus::Failed, 0, None),
+        ] {
+            order.status = status;
+            order.refund_pending_minor = pending;
+            assert_eq!(order.due_at(), due, "{status:?} with {pending} in flight");
+        }
+        order.next_check_at = None;
+        assert_eq!(order.due_at(), None);
     }
 
     #[test]

@@ -27,6 +27,12 @@ pub struct Refund {
     pub status: RefundStatus,
     pub wallet_refund_ref: Option<String>,
     pub failure: Option<String>,
+    /// Why a person must look at this refund: the wallet reported another amount (the
+    /// refund then stays pending and reserved, and is not re-issued), or it completed
+    /// a refund we had recorded as failed.
+    #[serde(default)]
+    pub review: Option<String>,
     pub created_at: UnixMillis,
+    /// Last change, or the last time the refund was asked about at its wallet.
     pub updated_at: UnixMillis,
 }

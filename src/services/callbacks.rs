@@ -3,8 +3,9 @@
 //! answers whether the wallet may stop sending it.
 
 use sesame_adapters::contract::{AdapterId, WalletEvent};
+use sesame_adapters::money::Money;
 
-use crate::domain::refund::RefundStatus;
+use crate::domain::refund::{Refund, RefundStatus};
 use crate::domain::{OrderId, RefundId};
 use crate::error::{ApiError, ErrorCode};
 use crate::services::payments::{self, Paid, SettleResult};
@@ -88,24 +89,39 @@ pub async fn apply(
                 // id with our shape is a refund racing its own reservation: ask again.
                 return Ok(Handled::RetryLater);
             };
-            if refund.status != RefundStatus::Pending {
+            if refund.status == RefundStatus::Succeeded {
                 return Ok(Handled::Processed);
             }
-            // Some wallets report this refund's amount, others (Alipay's `refund_fee`) the
-            // cumulative refunded total: both confirm this refund.
+            let siblings = state.store.refunds_of(&refund.order_id).await?;
             let order_refunded = state
                 .store
                 .order(&refund.order_id)
                 .await?
                 .map(|o| o.refunded_minor)
                 .unwrap_or(0);
-            let matches = amount.minor() == refund.amount_minor
-                || amount.minor() == order_refunded + refund.amount_minor;
-            if !matches || amount.currency() != refund.currency {
-                tracing::error!(refund = %id, "wallet refund amount differs from ours: left pending for review");
+            if amount.currency() != refund.currency
+                || !confirms_refund(amount.minor(), &refund, order_refunded, &siblings)
+            {
+                let why = format!(
+                    "wallet reported {amount} for refund {} of {}",
+                    refund.id,
+                    Money::from_minor(refund.amount_minor, refund.currency)
+                        .map(|m| m.to_string())
+                        .unwrap_or_default()
+                );
+                payments::flag_refund_review(state, &id, &why).await?;
                 return Ok(Handled::Processed);
             }
-            payments::finish_refund(state, &id, true, wallet_refund_ref, None).await?;
+            match refund.status {
+                RefundStatus::Pending => {
+                    payments::finish_refund(state, &id, true, wallet_refund_ref, None).await?;
+                }
+                // We recorded a failure the wallet now contradicts: the money moved.
+                RefundStatus::Failed => {
+                    payments::late_refund(state, &id, wallet_refund_ref).await?;
+                }
+                RefundStatus::Succeeded => {}
+            }
             Ok(Handled::Processed)
         }
         WalletEvent::RefundFailed {
@@ -130,6 +146,45 @@ pub async fn apply(
         }
         WalletEvent::Informational { .. } => Ok(Handled::Processed),
     }
+}
+
+/// Most subsets of other refunds in flight `confirms_refund` tries before it only
+/// checks that the reported total lies within what they could add up to.
+const MAX_SUBSET_SUMS: usize = 4_096;
+
+/// Whether a wallet's reported refund amount confirms `refund`. Some wallets report
+/// this refund's amount, others (Alipay's `refund_fee`) the trade's cumulative
+/// refunded total, which also counts every earlier refund the wallet has executed:
+/// the ones we have confirmed (`order_refunded`) and any of the order's other
+/// refunds still pending here (their confirmations may not have reached us yet).
+fn confirms_refund(
+    reported: i64,
+    refund: &Refund,
+    order_refunded: i64,
+    siblings: &[Refund],
+) -> bool {
+    if reported == refund.amount_minor {
+        return true;
+    }
+    let unexplained = reported - order_refunded - refund.amount_minor;
+    if unexplained < 0 {
+        return false;
+    }
+    let in_flight: Vec<i64> = siblings
+        .iter()
+        .filter(|r| r.id != refund.id && r.status == RefundStatus::Pending)
+        .map(|r| r.amount_minor)
+        .collect();
+    // Sums of subsets of the other pending refunds (few in practice).
+    let mut sums = std::collections::BTreeSet::from([0i64]);
+    for amount in &in_flight {
+        let grown: Vec<i64> = sums.iter().map(|s| s + amount).collect();
+        sums.extend(grown);
+        if sums.len() > MAX_SUBSET_SUMS {
+            return unexplained <= in_flight.iter().sum::<i64>();
+        }
+    }
+    sums.contains(&unexplained)
 }
 
 /// Our order id, if the wallet named an id Sesame issued (the order itself is read by

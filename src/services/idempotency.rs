@@ -168,6 +168,32 @@ impl Idempotency {
     }
 }
 
+/// Records purged per store call.
+const PURGE_BATCH: usize = 1_000;
+
+/// One purge pass: deletes idempotency records past their retention, a batch at a
+/// time. Returns how many it deleted when the batch was full (more may wait), 0
+/// otherwise, so the worker rests until the next interval.
+pub async fn purge_once(state: &crate::startup::AppState) -> usize {
+    match state
+        .store
+        .idem_purge_expired(state.clock.now_ms(), PURGE_BATCH)
+        .await
+    {
+        Ok(deleted) if deleted >= PURGE_BATCH => deleted,
+        Ok(deleted) => {
+            if deleted > 0 {
+                tracing::debug!(deleted, "expired idempotency records purged");
+            }
+            0
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "could not purge expired idempotency records");
+            0
+        }
+    }
+}
+
 struct ResponseCipher([u8; 32]);
 
 impl ResponseCipher {

@@ -4,7 +4,8 @@
 //! the same attempt), POSTs `{"id","type","created_at","data"}` to the merchant's
 //! `notify_url` with `Sesame-Signature: t=<unix>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`,
 //! and completes on any 2xx. Otherwise it retries with exponential backoff and jitter
-//! until the event is older than the give-up window, then dead-letters it.
+//! until the retry window (from the event's creation, or from its last manual
+//! resend) is over, then dead-letters it.
 //! Delivery is at least once: merchants dedupe on the event id (`Sesame-Event-Id`).
 
 use std::time::Duration;
@@ -155,7 +156,10 @@ async fn deliver(state: &AppState, client: &reqwest::Client, claim: OutboxClaim)
     };
     let workers = &state.settings.workers;
     let now = state.clock.now_ms();
-    let outcome = if now - event.created_at > workers.webhook_give_up_hours * 3_600_000 {
+    // The window counts from the event's creation or its last manual resend, so a
+    // resent old event gets a whole retry window again.
+    let window_ms = workers.webhook_give_up_hours.saturating_mul(3_600_000);
+    let outcome = if now - claim.retry_window_from > window_ms {
         tracing::warn!(event = %event.id, attempts = claim.attempt, "webhook dead-lettered");
         state
             .store

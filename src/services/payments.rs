@@ -1,12 +1,14 @@
 //! Payments: creating orders (dynamic QR, customer code), settling what wallets report,
-//! refunds, closing. Every change to an order goes through `commit_with_retry`: read,
-//! decide with `domain::order::decide`, commit with compare-and-set, retry on conflict.
+//! refunds, closing, and the reconciler's look at one order. Every change to an order
+//! goes through `change_order` (or `change_refund`): read, decide (status changes with
+//! `domain::order::decide`), commit with compare-and-set, retry on conflict.
 //!
 //! Invariants: money is posted only by a commit that also moves the order to
 //! `succeeded` (or records a refund), deduplicated by the wallet event and by the
 //! ledger entry id, so any number of duplicate or concurrent callbacks post once. A
-//! wallet amount or currency that differs from the order's posts nothing and flags
-//! the order for review. Nothing here sees actix types.
+//! wallet amount or currency that differs from ours posts nothing and flags the order
+//! (or refund) for review. An order the reconciler looked at never stays due: every
+//! look commits at least its next check time. Nothing here sees actix types.
 
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, Mac};
@@ -143,6 +145,7 @@ pub fn refund_view(refund: &Refund) -> Value {
         "reason": refund.reason,
         "wallet_reference": refund.wallet_refund_ref,
         "failure": refund.failure,
+        "review": refund.review,
         "created_at": rfc3339(refund.created_at),
         "updated_at": rfc3339(refund.updated_at),
     })
@@ -289,7 +292,6 @@ pub fn validate_order(state: &AppState, req: &CreateOrderRequest) -> Result<NewO
         ttl_ms: ttl_secs * 1000,
     })
 }
-
 /// Creates an order and, when routed, starts it at the wallet. `idem_key` (the
 /// request's Idempotency-Key) fixes the order id across retries.
 pub async fn create_order(
@@ -322,7 +324,7 @@ pub async fn create_order(
         description: input.description.clone(),
         reference: input.reference.clone(),
         mode,
-        fee_bps: fee_bps_for(state, merchant, brand.as_deref()),
+        fee_bps: checked_fee_bps(state, merchant, brand.as_deref())?,
         brand,
         adapter: input
             .route
@@ -346,16 +348,16 @@ pub async fn create_order(
     let order = match state.store.commit(&insert_change(&order), now).await? {
         CommitOutcome::Applied => order,
         _ => {
-            // Same Idempotency-Key after a failed attempt: the order exists. Go on with
-            // it (same id toward the wallet) unless it has moved past `created`.
+            // The Idempotency-Key names an order that exists: a retry after a failed
+            // attempt (same id toward the wallet, which dedupes on it). Only the same
+            // request, within the key's retention, may go on with it.
             let existing = state
                 .store
                 .order(&id)
                 .await?
                 .ok_or_else(|| ApiError::internal("order vanished"))?;
-            if existing.status != OrderStatus::Created
-                || existing.amount_minor != order.amount_minor
-            {
+            same_order_request(state, &existing, &order)?;
+            if existing.status != OrderStatus::Created {
                 return Ok(existing);
             }
             existing
@@ -380,6 +382,86 @@ pub async fn create_order(
             };
             start_at_wallet(state, merchant, order, &route, mode, None, None).await
         }
+    }
+}
+
+/// The MDR for a new order, refused when the merchant's rate is above 100 % (such an
+/// order could never be posted). Every path that creates an order should use it.
+pub(crate) fn checked_fee_bps(
+    state: &AppState,
+    merchant: &Merchant,
+    brand: Option<&str>,
+) -> Result<u32, ApiError> {
+    let rate = fee_bps_for(state, merchant, brand);
+    if rate > ledger::MAX_MDR_BPS {
+        return Err(ApiError::internal(format!(
+            "merchant {} has an MDR of {rate} bps for {}, above {}",
+            merchant.id,
+            brand.unwrap_or("its default"),
+            ledger::MAX_MDR_BPS
+        )));
+    }
+    Ok(rate)
+}
+
+/// `idempotency_key_reused` naming the earlier record, with why it cannot be reused.
+fn key_reused(what: &str, id: &str, why: &str) -> ApiError {
+    ApiError::with(
+        ErrorCode::IdempotencyKeyReused,
+        format!("this Idempotency-Key already created {what} {id}, {why}; use a new key"),
+    )
+}
+
+/// A record derived from an Idempotency-Key is only handed back within the key's
+/// retention: afterwards the same key is a new request, which must not silently
+/// get yesterday's order (or refund) back.
+fn within_retention(
+    state: &AppState,
+    what: &str,
+    id: &str,
+    created_at: i64,
+) -> Result<(), ApiError> {
+    let retention_hours = state.settings.idempotency.retention_hours;
+    if state.clock.now_ms() - created_at >= retention_hours.saturating_mul(3_600_000) {
+        return Err(key_reused(
+            what,
+            id,
+            &format!(
+                "on {}, longer ago than the {retention_hours} h the key is kept",
+                rfc3339(created_at)
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses to hand back `existing` (the order an Idempotency-Key names) for a request
+/// that differs from the one that created it: amount, currency, description,
+/// reference, mode, or the wallet's adapter when the request names a wallet or a
+/// payment code. The payment code itself is not compared: codes refresh every
+/// minute, and a POS retrying with the shopper's new code is the same payment.
+fn same_order_request(state: &AppState, existing: &Order, wanted: &Order) -> Result<(), ApiError> {
+    within_retention(state, "order", existing.id.as_str(), existing.created_at)?;
+    let differs = [
+        ("amount", existing.amount_minor != wanted.amount_minor),
+        ("currency", existing.currency != wanted.currency),
+        ("description", existing.description != wanted.description),
+        ("reference", existing.reference != wanted.reference),
+        ("auth_code", existing.mode != wanted.mode),
+        (
+            "wallet",
+            wanted.adapter.is_some() && existing.adapter != wanted.adapter,
+        ),
+    ]
+    .into_iter()
+    .find_map(|(field, differs)| differs.then_some(field));
+    match differs {
+        Some(field) => Err(key_reused(
+            "order",
+            existing.id.as_str(),
+            &format!("for a request with another {field}"),
+        )),
+        None => Ok(()),
     }
 }
 
@@ -422,19 +504,20 @@ pub async fn start_at_wallet(
     match route.adapter.create_order(&request).await {
         Ok(created) => {
             let action = pay_action_json(&created.action);
-            change_order(state, &order.id, None, |o| {
-                if o.status != OrderStatus::Created {
+            let changed = change_order(state, &order.id, None, |o| {
+                let Decision::Move { to, .. } = decide(o.status, OrderEvent::WalletAccepted) else {
                     return None;
-                }
+                };
                 let mut next = o.clone();
-                next.status = OrderStatus::Pending;
+                next.status = to;
                 next.wallet_ref = created.wallet_ref.clone();
                 next.pay_action = Some(action.clone());
                 next.brand = route.brand.clone().or(next.brand);
                 next.adapter = Some(route.adapter_id.as_str().to_owned());
                 Some((next, None, None))
             })
-            .await
+            .await?;
+            Ok(changed.order)
         }
         Err(AdapterError::Rejected { code, message }) => {
             fail_order(state, &order.id, &format!("{code}: {message}")).await?;
@@ -505,14 +588,23 @@ async fn charge_code(
 
 type Planned = (Order, Option<LedgerEntry>, Option<Event>);
 
+/// What `change_order` did.
+struct Changed {
+    /// The order as stored afterwards.
+    order: Order,
+    /// True when this call committed a change; false when the plan had nothing to do
+    /// or the dedupe key (or entry id) was already recorded.
+    applied: bool,
+}
+
 /// Reads the order, lets `plan` decide (None = nothing to do), commits with
-/// compare-and-set, and retries on a concurrent change. Returns the stored order.
+/// compare-and-set, and retries on a concurrent change.
 async fn change_order<F>(
     state: &AppState,
     id: &OrderId,
     dedupe_key: Option<&str>,
     mut plan: F,
-) -> Result<Order, ApiError>
+) -> Result<Changed, ApiError>
 where
     F: FnMut(&Order) -> Option<Planned>,
 {
@@ -523,12 +615,16 @@ where
             .await?
             .ok_or_else(|| ApiError::new(ErrorCode::OrderNotFound))?;
         let Some((mut next, entry, event)) = plan(&current) else {
-            return Ok(current);
+            return Ok(Changed {
+                order: current,
+                applied: false,
+            });
         };
         let now = state.clock.now_ms();
         next.version = current.version + 1;
         next.updated_at = now;
-        if next.status.is_terminal() {
+        if next.due_at().is_none() {
+            // Nothing left for the reconciler: keep the document as the index sees it.
             next.next_check_at = None;
         }
         let change = OrderChange {
@@ -540,13 +636,22 @@ where
             event,
         };
         match state.store.commit(&change, now).await? {
-            CommitOutcome::Applied => return Ok(next),
+            CommitOutcome::Applied => {
+                return Ok(Changed {
+                    order: next,
+                    applied: true,
+                });
+            }
             CommitOutcome::Duplicate => {
-                return state
+                let order = state
                     .store
                     .order(id)
                     .await?
-                    .ok_or_else(|| ApiError::internal("order vanished"));
+                    .ok_or_else(|| ApiError::internal("order vanished"))?;
+                return Ok(Changed {
+                    order,
+                    applied: false,
+                });
             }
             CommitOutcome::VersionConflict => continue,
         }
@@ -573,7 +678,7 @@ async fn mark_pending(
     wallet_ref: Option<String>,
 ) -> Result<Order, ApiError> {
     let poll = state.settings.payments.poll_interval_ms;
-    change_order(state, id, None, |o| {
+    let changed = change_order(state, id, None, |o| {
         let Decision::Move { to, .. } = decide(o.status, OrderEvent::WalletAccepted) else {
             return None;
         };
@@ -583,12 +688,13 @@ async fn mark_pending(
         next.next_check_at = Some(state.clock.now_ms() + poll);
         Some((next, None, None))
     })
-    .await
+    .await?;
+    Ok(changed.order)
 }
 
 /// A final failure reported by the wallet (or its refusal to create the payment).
 pub async fn fail_order(state: &AppState, id: &OrderId, reason: &str) -> Result<Order, ApiError> {
-    change_order(state, id, Some(&format!("failed:{id}")), |o| {
+    let changed = change_order(state, id, Some(&format!("failed:{id}")), |o| {
         let Decision::Move { to, .. } = decide(o.status, OrderEvent::Declined) else {
             return None;
         };
@@ -603,17 +709,25 @@ pub async fn fail_order(state: &AppState, id: &OrderId, reason: &str) -> Result<
         );
         Some((next, None, Some(event)))
     })
-    .await
+    .await?;
+    Ok(changed.order)
 }
 
-/// Our deadline passed (or the merchant closed the order).
-pub async fn expire_order(state: &AppState, id: &OrderId) -> Result<Order, ApiError> {
-    change_order(state, id, Some(&format!("expired:{id}")), |o| {
+/// Our deadline passed (or the merchant closed the order). `check_again_at` is the
+/// first late-capture check when the wallet did not confirm the close (None: it did,
+/// or there is no wallet to ask).
+async fn expire_order(
+    state: &AppState,
+    id: &OrderId,
+    check_again_at: Option<i64>,
+) -> Result<Order, ApiError> {
+    let changed = change_order(state, id, Some(&format!("expired:{id}")), |o| {
         let Decision::Move { to, .. } = decide(o.status, OrderEvent::DeadlinePassed) else {
             return None;
         };
         let mut next = o.clone();
         next.status = to;
+        next.next_check_at = check_again_at;
         let event = new_event(
             state,
             &next,
@@ -622,7 +736,8 @@ pub async fn expire_order(state: &AppState, id: &OrderId) -> Result<Order, ApiEr
         );
         Some((next, None, Some(event)))
     })
-    .await
+    .await?;
+    Ok(changed.order)
 }
 
 /// What a wallet says was paid.
@@ -647,18 +762,34 @@ pub enum SettleResult {
 
 /// THE settle: dedupe the wallet event, move the order to `succeeded`, post the
 /// balanced entry and enqueue `order.succeeded` — one atomic commit.
+///
+/// A wallet amount or currency that differs from the order's posts nothing: the
+/// order is flagged for review and leaves the reconciler (asking again would only
+/// repeat the contradiction; a person must look). That flag is not a settle, so it
+/// does not record `dedupe_key`: a later correct report still settles. A fee that
+/// cannot be computed is an error (the wallet is asked to send again), never a
+/// silent acknowledgement of money that was not posted.
 pub async fn settle_payment(
     state: &AppState,
     id: &OrderId,
     paid: &Paid,
     dedupe_key: &str,
 ) -> Result<SettleResult, ApiError> {
+    let current = state
+        .store
+        .order(id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::OrderNotFound))?;
+    // Amount and currency never change, so this check needs no compare-and-set.
+    if paid.amount.minor() != current.amount_minor || paid.amount.currency() != current.currency {
+        flag_amount_mismatch(state, id, paid).await?;
+        return Ok(SettleResult::Mismatch);
+    }
     let merchant = state
         .store
         .merchant(&id.merchant())
         .await?
         .ok_or_else(|| ApiError::new(ErrorCode::OrderNotFound))?;
-    let mut result = SettleResult::Unchanged;
     let brand_from_rail = paid.brand.as_deref().map(|b| {
         state
             .wallets
@@ -667,25 +798,9 @@ pub async fn settle_payment(
             .map(|brand| brand.id().to_owned())
             .unwrap_or_else(|| b.to_owned())
     });
-    change_order(state, id, Some(dedupe_key), |o| {
-        if paid.amount.minor() != o.amount_minor || paid.amount.currency() != o.currency {
-            result = SettleResult::Mismatch;
-            if o.review.is_some() {
-                return None;
-            }
-            let mut next = o.clone();
-            next.review = Some(format!(
-                "wallet reported {} for an order of {}",
-                paid.amount,
-                Money::from_minor(o.amount_minor, o.currency)
-                    .map(|m| m.to_string())
-                    .unwrap_or_default()
-            ));
-            next.wallet_ref = next.wallet_ref.clone().or(Some(paid.wallet_ref.clone()));
-            return Some((next, None, None));
-        }
+    let mut unpostable = None;
+    let changed = change_order(state, id, Some(dedupe_key), |o| {
         let Decision::Move { to, paid_late } = decide(o.status, OrderEvent::Paid) else {
-            result = SettleResult::Unchanged;
             return None;
         };
         let now = state.clock.now_ms();
@@ -701,9 +816,17 @@ pub async fn settle_payment(
             next.brand = Some(brand.clone());
         }
         let adapter = next.adapter.clone().unwrap_or_else(|| "unknown".to_owned());
-        let fee = ledger::fee(next.amount_minor, next.fee_bps).ok()?;
-        next.fee_minor = fee;
-        let postings = ledger::payment_entry(&adapter, next.amount_minor, fee).ok()?;
+        let postings = ledger::fee(next.amount_minor, next.fee_bps).and_then(|fee| {
+            next.fee_minor = fee;
+            ledger::payment_entry(&adapter, next.amount_minor, fee)
+        });
+        let postings = match postings {
+            Ok(postings) => postings,
+            Err(e) => {
+                unpostable = Some(format!("{e} (MDR {} bps)", next.fee_bps));
+                return None;
+            }
+        };
         let entry = LedgerEntry {
             id: LedgerEntry::payment_id(&next.id),
             merchant_id: next.merchant_id.clone(),
@@ -715,63 +838,76 @@ pub async fn settle_payment(
         };
         let mut shown = next.clone();
         shown.version += 1;
+        shown.next_check_at = None;
         let event = new_event(
             state,
             &next,
             EventKind::OrderSucceeded,
             order_view(state, &shown),
         );
-        result = SettleResult::Posted;
         Some((next, Some(entry), Some(event)))
     })
     .await?;
-    Ok(result)
+    if let Some(why) = unpostable {
+        return Err(ApiError::internal(format!(
+            "order {id} was paid but cannot be posted: {why}"
+        )));
+    }
+    Ok(if changed.applied {
+        SettleResult::Posted
+    } else {
+        SettleResult::Unchanged
+    })
 }
 
-/// Applies what `query` says about an open order (reconciler, return routes).
+/// Flags an order whose wallet reported another amount or currency, and takes it out
+/// of the reconciler. Idempotent: a repeated report changes nothing.
+async fn flag_amount_mismatch(state: &AppState, id: &OrderId, paid: &Paid) -> Result<(), ApiError> {
+    tracing::error!(order = %id, reported = %paid.amount, "wallet amount or currency differs from the order: flagged for review, nothing posted");
+    change_order(state, id, None, |o| {
+        if o.review.is_some() && o.next_check_at.is_none() {
+            return None;
+        }
+        let mut next = o.clone();
+        if next.review.is_none() {
+            next.review = Some(format!(
+                "wallet reported {} for an order of {}",
+                paid.amount,
+                Money::from_minor(o.amount_minor, o.currency)
+                    .map(|m| m.to_string())
+                    .unwrap_or_default()
+            ));
+        }
+        next.wallet_ref = next.wallet_ref.clone().or(Some(paid.wallet_ref.clone()));
+        next.next_check_at = None;
+        Some((next, None, None))
+    })
+    .await?;
+    Ok(())
+}
+
+/// Applies what `query` (or Kakao's `approve`) says about an order.
 pub async fn apply_status(
     state: &AppState,
     order: &Order,
     status: WalletStatus,
 ) -> Result<(), ApiError> {
     let now = state.clock.now_ms();
+    if let Some(paid) = reported_paid(&status) {
+        settle_reported(state, &order.id, &paid).await?;
+        return Ok(());
+    }
     match status {
-        WalletStatus::Succeeded {
-            wallet_ref,
-            amount,
-            paid_at,
-            brand,
-        } => {
-            let paid = Paid {
-                wallet_ref,
-                amount,
-                paid_at: paid_at.map(|t| t.timestamp_millis()),
-                brand,
-            };
-            settle_payment(state, &order.id, &paid, &format!("query-paid:{}", order.id)).await?;
-        }
-        // Refunded means it was paid first: the capture must be on the book.
-        WalletStatus::Refunded {
-            wallet_ref, amount, ..
-        } => {
-            let paid = Paid {
-                wallet_ref,
-                amount,
-                paid_at: None,
-                brand: None,
-            };
-            settle_payment(state, &order.id, &paid, &format!("query-paid:{}", order.id)).await?;
-        }
+        WalletStatus::Succeeded { .. } | WalletStatus::Refunded { .. } => {}
         WalletStatus::Failed { code } => {
             fail_order(state, &order.id, &code).await?;
         }
         WalletStatus::Closed => {
-            expire_order(state, &order.id).await?;
+            expire_order(state, &order.id, None).await?;
         }
         WalletStatus::Pending | WalletStatus::Unknown(_) => {
             if crate::domain::order::is_overdue(order.expires_at, now) {
-                close_at_wallet(state, order).await;
-                expire_order(state, &order.id).await?;
+                close_and_expire(state, order).await?;
             } else {
                 reschedule_check(state, &order.id).await?;
             }
@@ -780,18 +916,86 @@ pub async fn apply_status(
     Ok(())
 }
 
-/// Pushes the order's next wallet check one poll interval ahead.
-pub async fn reschedule_check(state: &AppState, id: &OrderId) -> Result<Order, ApiError> {
-    let next_at = state.clock.now_ms() + state.settings.payments.poll_interval_ms;
-    change_order(state, id, None, |o| {
-        if o.status.is_terminal() {
-            return None;
+/// The capture a wallet's answer to `query` reports. Refunded means it was paid
+/// first: the capture must be on the book.
+fn reported_paid(status: &WalletStatus) -> Option<Paid> {
+    match status {
+        WalletStatus::Succeeded {
+            wallet_ref,
+            amount,
+            paid_at,
+            brand,
+        } => Some(Paid {
+            wallet_ref: wallet_ref.clone(),
+            amount: *amount,
+            paid_at: paid_at.map(|t| t.timestamp_millis()),
+            brand: brand.clone(),
+        }),
+        WalletStatus::Refunded {
+            wallet_ref, amount, ..
+        } => Some(Paid {
+            wallet_ref: wallet_ref.clone(),
+            amount: *amount,
+            paid_at: None,
+            brand: None,
+        }),
+        _ => None,
+    }
+}
+
+/// Settles a capture found by asking the wallet (one dedupe key per order: every
+/// query reports the same capture).
+async fn settle_reported(state: &AppState, id: &OrderId, paid: &Paid) -> Result<(), ApiError> {
+    settle_payment(state, id, paid, &format!("query-paid:{id}")).await?;
+    Ok(())
+}
+
+/// When the reconciler should look at `order` next, from `now`: a poll interval for
+/// an open order; for an expired one in its grace period as long again as the time
+/// since its deadline (so checks back off), none after the grace period; a refund
+/// check interval while refunds are in flight.
+fn next_look(state: &AppState, order: &Order, now: i64) -> Option<i64> {
+    let payments = &state.settings.payments;
+    match order.status {
+        OrderStatus::Created | OrderStatus::Pending => Some(now + payments.poll_interval_ms),
+        OrderStatus::Expired => {
+            let grace_end = order
+                .expires_at
+                .saturating_add(payments.expired_grace_secs.saturating_mul(1000));
+            let wait = (now - order.expires_at).max(payments.poll_interval_ms);
+            let at = now.saturating_add(wait).min(grace_end);
+            (now < grace_end).then_some(at)
         }
+        OrderStatus::Succeeded => {
+            (order.refund_pending_minor > 0).then_some(now + payments.refund_check_interval_ms)
+        }
+        OrderStatus::Failed => None,
+    }
+}
+
+/// Moves the order's next reconciler look to `next_look` (or ends the looks).
+pub async fn reschedule_check(state: &AppState, id: &OrderId) -> Result<Order, ApiError> {
+    let now = state.clock.now_ms();
+    let changed = change_order(state, id, None, |o| {
+        o.due_at()?;
         let mut next = o.clone();
-        next.next_check_at = Some(next_at);
+        next.next_check_at = next_look(state, o, now);
         Some((next, None, None))
     })
-    .await
+    .await?;
+    Ok(changed.order)
+}
+
+/// Ends the reconciler's looks at an order (it has nothing left to find out).
+async fn stop_checking(state: &AppState, id: &OrderId) -> Result<(), ApiError> {
+    change_order(state, id, None, |o| {
+        o.next_check_at?;
+        let mut next = o.clone();
+        next.next_check_at = None;
+        Some((next, None, None))
+    })
+    .await?;
+    Ok(())
 }
 
 fn adapter_of(
@@ -809,13 +1013,48 @@ fn order_ref(order: &Order) -> OrderRef {
     }
 }
 
-/// Best effort: the order is expired on our side either way.
-async fn close_at_wallet(state: &AppState, order: &Order) {
-    if let Some(adapter) = adapter_of(state, order)
-        && let Err(e) = adapter.close(&order_ref(order)).await
-    {
-        tracing::warn!(error = %e, order = %order.id, "could not close the order at its wallet");
+/// Closes the order at its wallet and expires it here. A close the wallet refuses
+/// (it reports the order paid) or that fails is followed by a query: a capture that
+/// landed meanwhile is settled instead (paid late if the order had already expired),
+/// and an order the wallet did not confirm closed keeps being checked for a late
+/// capture during the grace period.
+async fn close_and_expire(state: &AppState, order: &Order) -> Result<Order, ApiError> {
+    let Some(adapter) = adapter_of(state, order) else {
+        // Nobody picked a wallet: there is nothing to close and nothing can be paid.
+        return expire_order(state, &order.id, None).await;
+    };
+    let Err(close_error) = adapter.close(&order_ref(order)).await else {
+        return expire_order(state, &order.id, None).await;
+    };
+    tracing::warn!(error = %close_error, order = %order.id, "the wallet did not close the order; asking it again");
+    let answer = adapter.query(&order_ref(order)).await;
+    if let Some(paid) = answer.as_ref().ok().and_then(reported_paid) {
+        settle_reported(state, &order.id, &paid).await?;
+        return state
+            .store
+            .order(&order.id)
+            .await?
+            .ok_or_else(|| ApiError::internal("order vanished"));
     }
+    match answer {
+        Ok(WalletStatus::Succeeded { .. } | WalletStatus::Refunded { .. }) => {}
+        Ok(WalletStatus::Failed { code }) => {
+            fail_order(state, &order.id, &code).await?;
+        }
+        Ok(WalletStatus::Closed) => {
+            expire_order(state, &order.id, None).await?;
+        }
+        Ok(WalletStatus::Pending | WalletStatus::Unknown(_)) | Err(_) => {
+            let now = state.clock.now_ms();
+            let first_check = now + state.settings.payments.poll_interval_ms;
+            expire_order(state, &order.id, Some(first_check)).await?;
+        }
+    }
+    state
+        .store
+        .order(&order.id)
+        .await?
+        .ok_or_else(|| ApiError::internal("order vanished"))
 }
 
 /// `POST /v1/orders/{id}/close`: ends an open order (closed at the wallet, `expired` here).
@@ -829,24 +1068,52 @@ pub async fn close_order(state: &AppState, order: &Order) -> Result<Order, ApiEr
         && status.is_paid()
     {
         apply_status(state, order, status).await?;
-        return Err(ApiError::with(
-            ErrorCode::OrderNotOpen,
-            "the order was paid before it could be closed",
-        ));
+        return Err(paid_before_close());
     }
-    close_at_wallet(state, order).await;
-    expire_order(state, &order.id).await
+    let closed = close_and_expire(state, order).await?;
+    if closed.status == OrderStatus::Succeeded {
+        return Err(paid_before_close());
+    }
+    Ok(closed)
 }
 
-/// One reconciler look at an open order.
-pub async fn reconcile_order(state: &AppState, order: &Order) -> Result<(), ApiError> {
+fn paid_before_close() -> ApiError {
+    ApiError::with(
+        ErrorCode::OrderNotOpen,
+        "the order was paid before it could be closed",
+    )
+}
+
+/// One reconciler look at a due order; true when something was committed (so a
+/// pass that only found failures knows it made no progress). Whatever happens,
+/// an error included, the order does not stay due: it is rescheduled when nothing
+/// else moved it.
+pub async fn reconcile_order(state: &AppState, order: &Order) -> Result<bool, ApiError> {
+    let looked = match order.status {
+        OrderStatus::Created | OrderStatus::Pending => reconcile_open(state, order).await,
+        OrderStatus::Expired => check_expired(state, order).await,
+        OrderStatus::Succeeded => reissue_refunds(state, order).await,
+        OrderStatus::Failed => Ok(()),
+    };
     let now = state.clock.now_ms();
+    let mut stored = state
+        .store
+        .order(&order.id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::OrderNotFound))?;
+    if stored.version == order.version && stored.due_at().is_some_and(|at| at <= now) {
+        stored = reschedule_check(state, &order.id).await?;
+    }
+    looked.map(|()| stored.version != order.version)
+}
+
+async fn reconcile_open(state: &AppState, order: &Order) -> Result<(), ApiError> {
+    let now = state.clock.now_ms();
+    let overdue = crate::domain::order::is_overdue(order.expires_at, now);
     let Some(adapter) = adapter_of(state, order) else {
         // Nobody picked a wallet (a gateway QR nobody paid): expire when due.
-        if crate::domain::order::is_overdue(order.expires_at, now) {
-            expire_order(state, &order.id).await?;
-        } else {
-            reschedule_check(state, &order.id).await?;
+        if overdue {
+            expire_order(state, &order.id, None).await?;
         }
         return Ok(());
     };
@@ -854,18 +1121,79 @@ pub async fn reconcile_order(state: &AppState, order: &Order) -> Result<(), ApiE
         Ok(status) => apply_status(state, order, status).await,
         Err(e) => {
             tracing::info!(error = %e, order = %order.id, "wallet query failed; will ask again");
-            if crate::domain::order::is_overdue(order.expires_at, now) && !e.is_retryable() {
-                expire_order(state, &order.id).await?;
-            } else {
-                reschedule_check(state, &order.id).await?;
+            if overdue && !e.is_retryable() {
+                close_and_expire(state, order).await?;
             }
             Ok(())
         }
     }
 }
 
+/// An expired order whose close the wallet did not confirm: a late capture is
+/// settled (paid late), a wallet that now reports it closed or failed ends the
+/// checks, and anything else is closed again and checked later, until the grace
+/// period is over.
+async fn check_expired(state: &AppState, order: &Order) -> Result<(), ApiError> {
+    let now = state.clock.now_ms();
+    let Some(adapter) = adapter_of(state, order) else {
+        return stop_checking(state, &order.id).await;
+    };
+    if next_look(state, order, now).is_none() {
+        tracing::warn!(order = %order.id, "grace period over; the wallet never confirmed the close");
+        return stop_checking(state, &order.id).await;
+    }
+    let answer = adapter.query(&order_ref(order)).await;
+    if let Some(paid) = answer.as_ref().ok().and_then(reported_paid) {
+        return settle_reported(state, &order.id, &paid).await;
+    }
+    match answer {
+        Ok(WalletStatus::Succeeded { .. } | WalletStatus::Refunded { .. }) => Ok(()),
+        Ok(WalletStatus::Closed | WalletStatus::Failed { .. }) => {
+            stop_checking(state, &order.id).await
+        }
+        Ok(WalletStatus::Pending | WalletStatus::Unknown(_)) => {
+            match adapter.close(&order_ref(order)).await {
+                Ok(()) => stop_checking(state, &order.id).await,
+                Err(AdapterError::Rejected { .. }) => {
+                    // The wallet refuses to close what it reports paid: a capture
+                    // landed between the query and the close. Settle it now.
+                    let again = adapter.query(&order_ref(order)).await;
+                    match again.as_ref().ok().and_then(reported_paid) {
+                        Some(paid) => settle_reported(state, &order.id, &paid).await,
+                        None => reschedule_check(state, &order.id).await.map(drop),
+                    }
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, order = %order.id, "close failed again; will check later");
+                    reschedule_check(state, &order.id).await.map(drop)
+                }
+            }
+        }
+        Err(e) => {
+            tracing::info!(error = %e, order = %order.id, "wallet query failed; will ask again");
+            reschedule_check(state, &order.id).await.map(drop)
+        }
+    }
+}
+
+/// The optional reason of a refund request: at most 80 characters, none a control.
+fn refund_reason(req: &CreateRefundRequest) -> Result<Option<String>, ApiError> {
+    match req.reason.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(r) if r.chars().count() <= 80 && !r.chars().any(char::is_control) => {
+            Ok(Some(r.to_owned()))
+        }
+        Some(_) => Err(invalid(
+            "reason",
+            "at most 80 characters, no control characters",
+        )),
+    }
+}
+
 /// `POST /v1/orders/{id}/refunds`: reserve (atomic, against concurrent refunds), ask the
-/// wallet with the refund id as its refund request number, then post or release.
+/// wallet with the refund id as its refund request number, then post or release. An
+/// unknown outcome (timeout, "processing") leaves the refund pending and reserved;
+/// the reconciler asks the wallet again with the same refund id until it is final.
 pub async fn refund_order(
     state: &AppState,
     order_id: &OrderId,
@@ -879,18 +1207,7 @@ pub async fn refund_order(
         .ok_or_else(|| ApiError::new(ErrorCode::OrderNotFound))?;
     let amount = Money::parse(&req.amount, order.currency)
         .map_err(|e| ApiError::with(ErrorCode::InvalidAmount, format!("amount: {e}")))?;
-    let reason = match req.reason.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(r) if r.chars().count() <= 80 && !r.chars().any(char::is_control) => {
-            Some(r.to_owned())
-        }
-        Some(_) => {
-            return Err(invalid(
-                "reason",
-                "at most 80 characters, no control characters",
-            ));
-        }
-    };
+    let reason = refund_reason(req)?;
     let merchant_id = order.merchant_id.clone();
     let refund_id = match idem_key {
         Some(key) => RefundId::from_bytes(&derived_id(
@@ -902,7 +1219,8 @@ pub async fn refund_order(
         None => RefundId::generate_for(&merchant_id),
     };
     if let Some(existing) = state.store.refund(&refund_id).await? {
-        if existing.status != RefundStatus::Pending {
+        same_refund_request(state, &existing, amount, reason.as_deref())?;
+        if existing.status != RefundStatus::Pending || existing.review.is_some() {
             return Ok(existing);
         }
     } else {
@@ -918,8 +1236,45 @@ pub async fn refund_order(
         .refund(&refund_id)
         .await?
         .ok_or_else(|| ApiError::internal("refund vanished"))?;
+    ask_wallet_to_refund(state, &order, &refund).await
+}
+
+/// The refund an Idempotency-Key names is only resumed for the same request (amount,
+/// reason) within the key's retention.
+fn same_refund_request(
+    state: &AppState,
+    existing: &Refund,
+    amount: Money,
+    reason: Option<&str>,
+) -> Result<(), ApiError> {
+    within_retention(state, "refund", existing.id.as_str(), existing.created_at)?;
+    let differs =
+        if existing.amount_minor != amount.minor() || existing.currency != amount.currency() {
+            Some("amount")
+        } else if existing.reason.as_deref() != reason {
+            Some("reason")
+        } else {
+            None
+        };
+    match differs {
+        Some(field) => Err(key_reused(
+            "refund",
+            existing.id.as_str(),
+            &format!("for a request with another {field}"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// Sends (or sends again: the wallet dedupes on the refund id) a pending refund to
+/// the wallet and records the answer. Returns the refund as stored afterwards.
+async fn ask_wallet_to_refund(
+    state: &AppState,
+    order: &Order,
+    refund: &Refund,
+) -> Result<Refund, ApiError> {
     let adapter =
-        adapter_of(state, &order).ok_or_else(|| ApiError::new(ErrorCode::WalletUnavailable))?;
+        adapter_of(state, order).ok_or_else(|| ApiError::new(ErrorCode::WalletUnavailable))?;
     let request = RefundRequest {
         order_id: order.id.to_string(),
         wallet_ref: order.wallet_ref.clone(),
@@ -937,7 +1292,6 @@ pub async fn refund_order(
         Ok(RefundOutcome::Succeeded { wallet_refund_ref }) => {
             finish_refund(state, &refund.id, true, wallet_refund_ref, None).await
         }
-        Ok(RefundOutcome::Pending) => Ok(refund),
         Ok(RefundOutcome::Failed { code, message })
         | Err(AdapterError::Rejected { code, message }) => {
             finish_refund(
@@ -949,12 +1303,59 @@ pub async fn refund_order(
             )
             .await
         }
+        Err(AdapterError::Unsupported(what)) => {
+            finish_refund(state, &refund.id, false, None, Some(what.to_owned())).await
+        }
+        Err(AdapterError::AmountMismatch { expected, got }) => {
+            flag_refund_review(
+                state,
+                &refund.id,
+                &format!("wallet reported a refund of {got} for our refund of {expected}"),
+            )
+            .await
+        }
+        Ok(RefundOutcome::Pending) => Ok(refund.clone()),
         Err(e) => {
-            // Unknown outcome: the refund stays pending and reserved; the client retries
-            // with the same Idempotency-Key, which reuses the refund id at the wallet.
-            Err(wallet_error(e))
+            // Unknown outcome: the refund stays pending and reserved; the reconciler
+            // (or a retry with the same Idempotency-Key) asks again with this id.
+            tracing::warn!(error = %e, refund = %refund.id, "refund outcome unknown; will ask the wallet again");
+            Ok(refund.clone())
         }
     }
+}
+
+/// The reconciler's look at a succeeded order with refunds in flight: each pending
+/// refund older than the refund check interval, and not held for review, is sent to
+/// the wallet again with its own id. The order is then due again at the interval
+/// while such refunds remain, or no longer.
+async fn reissue_refunds(state: &AppState, order: &Order) -> Result<(), ApiError> {
+    let now = state.clock.now_ms();
+    let interval = state.settings.payments.refund_check_interval_ms;
+    let waiting = |r: &Refund| r.status == RefundStatus::Pending && r.review.is_none();
+    for refund in state.store.refunds_of(&order.id).await? {
+        if waiting(&refund) && refund.created_at + interval <= now {
+            let current = state
+                .store
+                .order(&order.id)
+                .await?
+                .ok_or_else(|| ApiError::new(ErrorCode::OrderNotFound))?;
+            if let Err(e) = ask_wallet_to_refund(state, &current, &refund).await {
+                tracing::warn!(error = %e, refund = %refund.id, "could not ask the wallet about a pending refund");
+            }
+        }
+    }
+    let remaining = state.store.refunds_of(&order.id).await?;
+    let next_at = remaining.iter().any(waiting).then_some(now + interval);
+    change_order(state, &order.id, None, |o| {
+        if o.next_check_at == next_at || (next_at.is_none() && o.due_at().is_none()) {
+            return None;
+        }
+        let mut next = o.clone();
+        next.next_check_at = next_at;
+        Some((next, None, None))
+    })
+    .await?;
+    Ok(())
 }
 
 async fn reserve_refund(
@@ -984,8 +1385,10 @@ async fn reserve_refund(
             ));
         }
         let now = state.clock.now_ms();
+        let check_at = now + state.settings.payments.refund_check_interval_ms;
         let mut next = order.clone();
         next.refund_pending_minor += amount.minor();
+        next.next_check_at = Some(order.due_at().map_or(check_at, |at| at.min(check_at)));
         next.version += 1;
         next.updated_at = now;
         let refund = Refund {
@@ -998,6 +1401,7 @@ async fn reserve_refund(
             status: RefundStatus::Pending,
             wallet_refund_ref: None,
             failure: None,
+            review: None,
             created_at: now,
             updated_at: now,
         };
@@ -1020,79 +1424,87 @@ async fn reserve_refund(
     ))
 }
 
-/// Posts a refund the wallet confirmed (or releases one it refused) — one atomic commit.
-pub async fn finish_refund(
+/// The refund-posting part of a commit: the order with the refund added to its
+/// refunded total and the balanced reversal entry.
+fn post_refund(
+    order: &Order,
+    refund: &Refund,
+    next: &mut Order,
+    now: i64,
+) -> Result<LedgerEntry, ApiError> {
+    let adapter = order
+        .adapter
+        .clone()
+        .unwrap_or_else(|| "unknown".to_owned());
+    let postings = ledger::refund_entry(
+        &adapter,
+        order.amount_minor,
+        order.fee_minor,
+        order.refunded_minor,
+        refund.amount_minor,
+    )
+    .map_err(|e| ApiError::internal(format!("refund posting: {e}")))?;
+    next.refunded_minor += refund.amount_minor;
+    Ok(LedgerEntry {
+        id: LedgerEntry::refund_id(&order.id, &refund.id),
+        merchant_id: order.merchant_id.clone(),
+        currency: order.currency,
+        order_id: order.id.clone(),
+        kind: EntryKind::Refund,
+        postings,
+        created_at: now,
+    })
+}
+
+/// Commits one change to a refund and its order, retrying on a concurrent change of
+/// the order. `plan` gets the stored refund and order and returns the order's next
+/// state, the refund's, the entry and the event (None = nothing to do).
+async fn change_refund<F>(
     state: &AppState,
     refund_id: &RefundId,
-    succeeded: bool,
-    wallet_refund_ref: Option<String>,
-    failure: Option<String>,
-) -> Result<Refund, ApiError> {
+    dedupe_key: Option<String>,
+    mut plan: F,
+) -> Result<Refund, ApiError>
+where
+    F: FnMut(&Refund, &Order, i64) -> Result<Option<RefundPlan>, ApiError>,
+{
     for _ in 0..8 {
         let refund = state
             .store
             .refund(refund_id)
             .await?
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound))?;
-        if refund.status != RefundStatus::Pending {
-            return Ok(refund);
-        }
         let order = state
             .store
             .order(&refund.order_id)
             .await?
             .ok_or_else(|| ApiError::new(ErrorCode::OrderNotFound))?;
         let now = state.clock.now_ms();
-        let mut next = order.clone();
-        next.refund_pending_minor = (next.refund_pending_minor - refund.amount_minor).max(0);
-        let mut done = refund.clone();
-        done.updated_at = now;
-        let (entry, kind) = if succeeded {
-            let adapter = order
-                .adapter
-                .clone()
-                .unwrap_or_else(|| "unknown".to_owned());
-            let postings = ledger::refund_entry(
-                &adapter,
-                order.amount_minor,
-                order.fee_minor,
-                order.refunded_minor,
-                refund.amount_minor,
-            )
-            .map_err(|e| ApiError::internal(format!("refund posting: {e}")))?;
-            next.refunded_minor += refund.amount_minor;
-            done.status = RefundStatus::Succeeded;
-            done.wallet_refund_ref = wallet_refund_ref.clone();
-            (
-                Some(LedgerEntry {
-                    id: LedgerEntry::refund_id(&order.id, &refund.id),
-                    merchant_id: order.merchant_id.clone(),
-                    currency: order.currency,
-                    order_id: order.id.clone(),
-                    kind: EntryKind::Refund,
-                    postings,
-                    created_at: now,
-                }),
-                EventKind::RefundSucceeded,
-            )
-        } else {
-            done.status = RefundStatus::Failed;
-            done.failure = failure.clone();
-            (None, EventKind::RefundFailed)
-        };
-        next.version += 1;
-        next.updated_at = now;
-        let event = new_event(state, &order, kind, refund_view(&done));
-        let change = OrderChange {
-            order: next,
-            expected_version: order.version,
-            dedupe_key: Some(format!("refund-final:{refund_id}")),
-            refund: Some(done.clone()),
+        let Some(RefundPlan {
+            mut order_next,
+            mut refund_next,
             entry,
-            event: Some(event),
+            event,
+        }) = plan(&refund, &order, now)?
+        else {
+            return Ok(refund);
+        };
+        order_next.version = order.version + 1;
+        order_next.updated_at = now;
+        if order_next.due_at().is_none() {
+            order_next.next_check_at = None;
+        }
+        refund_next.updated_at = now;
+        let change = OrderChange {
+            order: order_next,
+            expected_version: order.version,
+            dedupe_key: dedupe_key.clone(),
+            refund: Some(refund_next.clone()),
+            entry,
+            event,
         };
         match state.store.commit(&change, now).await? {
-            CommitOutcome::Applied => return Ok(done),
+            CommitOutcome::Applied => return Ok(refund_next),
             CommitOutcome::Duplicate => {
                 return state
                     .store
@@ -1107,6 +1519,136 @@ pub async fn finish_refund(
         ErrorCode::RequestInProgress,
         "the order is changing; retry",
     ))
+}
+
+/// What one refund commit writes.
+struct RefundPlan {
+    order_next: Order,
+    refund_next: Refund,
+    entry: Option<LedgerEntry>,
+    event: Option<Event>,
+}
+
+/// Posts a refund the wallet confirmed (or releases one it refused) — one atomic commit.
+pub async fn finish_refund(
+    state: &AppState,
+    refund_id: &RefundId,
+    succeeded: bool,
+    wallet_refund_ref: Option<String>,
+    failure: Option<String>,
+) -> Result<Refund, ApiError> {
+    let key = format!("refund-final:{refund_id}");
+    change_refund(state, refund_id, Some(key), |refund, order, now| {
+        if refund.status != RefundStatus::Pending {
+            return Ok(None);
+        }
+        let mut next = order.clone();
+        next.refund_pending_minor = (next.refund_pending_minor - refund.amount_minor).max(0);
+        let mut done = refund.clone();
+        let (entry, kind) = if succeeded {
+            let entry = post_refund(order, refund, &mut next, now)?;
+            done.status = RefundStatus::Succeeded;
+            done.wallet_refund_ref = wallet_refund_ref.clone();
+            (Some(entry), EventKind::RefundSucceeded)
+        } else {
+            done.status = RefundStatus::Failed;
+            done.failure = failure.clone();
+            (None, EventKind::RefundFailed)
+        };
+        let mut shown = done.clone();
+        shown.updated_at = now;
+        let event = new_event(state, order, kind, refund_view(&shown));
+        Ok(Some(RefundPlan {
+            order_next: next,
+            refund_next: done,
+            entry,
+            event: Some(event),
+        }))
+    })
+    .await
+}
+
+/// A wallet confirmed a refund we had recorded as failed: the money moved. It is
+/// posted as a late refund (flagged for review, `refund.succeeded` sent) when what is
+/// left of the capture covers it; otherwise nothing is posted and the refund and its
+/// order are flagged for a person.
+pub async fn late_refund(
+    state: &AppState,
+    refund_id: &RefundId,
+    wallet_refund_ref: Option<String>,
+) -> Result<Refund, ApiError> {
+    let key = format!("refund-late:{refund_id}");
+    change_refund(state, refund_id, Some(key), |refund, order, now| {
+        if refund.status != RefundStatus::Failed {
+            return Ok(None);
+        }
+        let mut next = order.clone();
+        let mut done = refund.clone();
+        let covered = order.status == OrderStatus::Succeeded
+            && refund.amount_minor <= order.refundable_minor();
+        if !covered {
+            if refund.review.is_some() {
+                return Ok(None);
+            }
+            let why = format!(
+                "the wallet completed refund {} of {} after reporting it failed, but only {} is left to refund: not posted",
+                refund.id,
+                money_of(refund.amount_minor, refund.currency),
+                money_of(order.refundable_minor(), order.currency),
+            );
+            tracing::error!(refund = %refund.id, "{why}");
+            done.review = Some(why.clone());
+            next.review = next.review.clone().or(Some(why));
+            return Ok(Some(RefundPlan {
+                order_next: next,
+                refund_next: done,
+                entry: None,
+                event: None,
+            }));
+        }
+        let entry = post_refund(order, refund, &mut next, now)?;
+        done.status = RefundStatus::Succeeded;
+        done.wallet_refund_ref = wallet_refund_ref.clone().or(done.wallet_refund_ref);
+        done.review = Some(format!(
+            "the wallet completed this refund after reporting it failed ({}): posted late",
+            refund.failure.as_deref().unwrap_or("no reason given")
+        ));
+        let mut shown = done.clone();
+        shown.updated_at = now;
+        let event = new_event(state, order, EventKind::RefundSucceeded, refund_view(&shown));
+        Ok(Some(RefundPlan {
+            order_next: next,
+            refund_next: done,
+            entry: Some(entry),
+            event: Some(event),
+        }))
+    })
+    .await
+}
+
+/// Holds a refund for a person, its status unchanged: a pending one stays pending and
+/// reserved (the money may or may not have moved) and is no longer sent to the
+/// wallet again; a failed one stays failed and unposted.
+pub async fn flag_refund_review(
+    state: &AppState,
+    refund_id: &RefundId,
+    why: &str,
+) -> Result<Refund, ApiError> {
+    tracing::error!(refund = %refund_id, why, "refund held for review");
+    change_refund(state, refund_id, None, |refund, order, _| {
+        if refund.status == RefundStatus::Succeeded || refund.review.is_some() {
+            return Ok(None);
+        }
+        let mut done = refund.clone();
+        done.review = Some(why.to_owned());
+        Ok(Some(RefundPlan {
+            order_next: order.clone(),
+            refund_next: done,
+            entry: None,
+            event: None,
+        }))
+    })
+    .await
 }
 
 /// Ledger entries of an order, as the API shows them.

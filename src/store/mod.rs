@@ -186,6 +186,12 @@ pub trait Store: PaymentStore + Send + Sync + 'static {
         key: &str,
         lease: &LeaseToken,
     ) -> StoreResult<bool>;
+
+    /// Deletes up to `limit` records whose retention ended at or before `now` (stored
+    /// responses included) and returns how many it deleted. A record past retention
+    /// already counts as absent for `idem_begin`; this reclaims its space. Backends
+    /// that expire records by themselves (Redis key TTLs) delete nothing here.
+    async fn idem_purge_expired(&self, now: UnixMillis, limit: usize) -> StoreResult<usize>;
 }
 
 /// ONE atomic change to an order and everything that goes with it (DESIGN §4, the
@@ -243,6 +249,9 @@ pub struct OutboxClaim {
     /// 1 for the first attempt.
     pub attempt: u32,
     pub lease: LeaseToken,
+    /// When the current retry window started: the event's creation, or its last
+    /// `resend_event`. The dispatcher gives up a window's length after it.
+    pub retry_window_from: UnixMillis,
 }
 
 /// Payments: orders, refunds, ledger, events and the outbox. Every method is one
@@ -279,8 +288,9 @@ pub trait PaymentStore: Send + Sync + 'static {
     /// The merchant's stored account balances, sorted by currency then account.
     async fn balances(&self, merchant: &MerchantId) -> StoreResult<Vec<Balance>>;
 
-    /// Open orders (not terminal) whose `next_check_at <= now`, earliest first, across
-    /// merchants.
+    /// Orders the reconciler must look at — [`Order::due_at`] `<= now` (open orders,
+    /// expired ones in their grace period, succeeded ones with refunds in flight) —
+    /// earliest first, across merchants.
     async fn orders_due(&self, now: UnixMillis, limit: usize) -> StoreResult<Vec<Order>>;
 
     /// The merchant's events in creation order, after the cursor event when given.
@@ -335,8 +345,10 @@ pub trait PaymentStore: Send + Sync + 'static {
         error: &str,
     ) -> StoreResult<bool>;
 
-    /// Puts an event (delivered or dead) back in the outbox, due at `now`. False when
-    /// the merchant has no such event.
+    /// Puts an event (delivered or dead) back in the outbox, due at `now`, and starts
+    /// a new retry window at `now`. An event still pending keeps its lease (a
+    /// dispatcher holding it is never joined by a second one) and becomes due no later
+    /// than `now`. False when the merchant has no such event.
     async fn resend_event(
         &self,
         merchant: &MerchantId,

@@ -281,3 +281,230 @@ async fn plate_creation_and_key_rotation_are_idempotent_too() {
         StatusCode::OK
     );
 }
+
+/// The merchant API: an order or refund id is derived from the Idempotency-Key, so
+/// the key names that record for good. It is handed back only for the same request
+/// and only within the key's retention.
+mod derived_ids {
+    use chrono::Utc;
+    use reqwest::StatusCode;
+    use serde_json::{Value, json};
+    use sesame::clock::ManualClock;
+    use sesame::config::StoreBackend;
+    use sesame::error::ErrorCode;
+    use sesame::services::payments::{self, CreateRefundRequest};
+
+    use crate::payments::{create, faults, get_order, pay_at_wallet, shop, wait_status};
+    use crate::support::app::{assert_error, spawn_reachable, spawn_with_clock};
+
+    #[tokio::test]
+    async fn an_order_key_retried_with_another_request_after_a_failure_is_refused() {
+        let app = spawn_reachable(StoreBackend::Embedded, |_| {}).await;
+        let shop = shop(&app).await;
+        let body =
+            json!({"amount": "33.00", "currency": "MOP", "description": "x", "wallet": "mpay"});
+        // The first attempt fails at the wallet: the key is released, the order exists.
+        faults(&app, "alipay_plus", json!({"fail_requests": 1})).await;
+        let failed = app
+            .post_json(
+                "/v1/orders",
+                Some(&shop.key),
+                &body,
+                Some("till-1-ticket-4"),
+            )
+            .await;
+        assert_error(
+            failed,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "wallet_unavailable",
+        )
+        .await;
+        let listed: Value = app
+            .get("/v1/orders", Some(&shop.key))
+            .await
+            .json()
+            .await
+            .unwrap();
+        let order_id = listed["data"][0]["id"].as_str().unwrap().to_owned();
+        for (field, value) in [
+            ("amount", json!("34.00")),
+            ("description", json!("y")),
+            ("reference", json!("T-5")),
+            ("wallet", json!("wechat_pay")),
+        ] {
+            let mut other = body.clone();
+            other[field] = value;
+            let refused = app
+                .post_json(
+                    "/v1/orders",
+                    Some(&shop.key),
+                    &other,
+                    Some("till-1-ticket-4"),
+                )
+                .await;
+            let error = assert_error(
+                refused,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+            )
+            .await;
+            let message = error["error"]["message"].as_str().unwrap();
+            assert!(
+                message.contains(&order_id) && message.contains(field),
+                "{field}: {message}"
+            );
+        }
+        // The same request goes on with the same order.
+        let retried = app
+            .post_json(
+                "/v1/orders",
+                Some(&shop.key),
+                &body,
+                Some("till-1-ticket-4"),
+            )
+            .await;
+        assert_eq!(retried.status(), StatusCode::CREATED);
+        let order: Value = retried.json().await.unwrap();
+        assert_eq!(order["id"], order_id.as_str());
+        assert_eq!(order["status"], "pending");
+        app.assert_ledger_ok().await;
+    }
+
+    #[tokio::test]
+    async fn keys_reused_after_their_retention_are_refused_naming_the_earlier_records() {
+        let clock = ManualClock::new(Utc::now().timestamp_millis());
+        let app = spawn_with_clock(StoreBackend::Embedded, clock.clone()).await;
+        let shop = shop(&app).await;
+        let body =
+            json!({"amount": "12.00", "currency": "MOP", "description": "x", "wallet": "mpay"});
+        let created = app
+            .post_json(
+                "/v1/orders",
+                Some(&shop.key),
+                &body,
+                Some("pos-1-ticket-17"),
+            )
+            .await;
+        assert_eq!(created.status(), StatusCode::CREATED);
+        let order: Value = created.json().await.unwrap();
+        let id = order["id"].as_str().unwrap().to_owned();
+        pay_at_wallet(&app, &order).await;
+        wait_status(&app, &shop, &id, "succeeded").await;
+        let refunds = format!("/v1/orders/{id}/refunds");
+        let refund = app
+            .post_json(
+                &refunds,
+                Some(&shop.key),
+                &json!({"amount": "2.00"}),
+                Some("refund-1"),
+            )
+            .await;
+        assert_eq!(refund.status(), StatusCode::CREATED);
+        let refund: Value = refund.json().await.unwrap();
+        // The next day the POS reuses yesterday's ticket key: it must not get
+        // yesterday's paid order back (the cashier would hand over unpaid goods).
+        clock.advance(25 * 3_600_000);
+        let reused = app
+            .post_json(
+                "/v1/orders",
+                Some(&shop.key),
+                &body,
+                Some("pos-1-ticket-17"),
+            )
+            .await;
+        let error = assert_error(
+            reused,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+        )
+        .await;
+        let message = error["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains(&id) && message.contains("24 h"),
+            "{message}"
+        );
+        let again = app
+            .post_json(
+                &refunds,
+                Some(&shop.key),
+                &json!({"amount": "2.00"}),
+                Some("refund-1"),
+            )
+            .await;
+        let error = assert_error(
+            again,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency_key_reused",
+        )
+        .await;
+        assert!(
+            error["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains(refund["id"].as_str().unwrap())
+        );
+        let after = get_order(&app, &shop, &id).await;
+        assert_eq!(after["refunded"], "2.00");
+        assert_eq!(after["refunds"].as_array().unwrap().len(), 1);
+        let listed: Value = app
+            .get("/v1/orders", Some(&shop.key))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(listed["data"].as_array().unwrap().len(), 1);
+        app.assert_ledger_ok().await;
+    }
+
+    #[tokio::test]
+    async fn a_refund_id_derived_from_a_key_is_never_handed_to_another_request() {
+        let app = spawn_reachable(StoreBackend::Embedded, |_| {}).await;
+        let shop = shop(&app).await;
+        let order = create(
+            &app,
+            &shop,
+            json!({"amount": "50.00", "currency": "MOP", "description": "x", "wallet": "mpay"}),
+        )
+        .await;
+        let id = order["id"].as_str().unwrap().to_owned();
+        pay_at_wallet(&app, &order).await;
+        wait_status(&app, &shop, &id, "succeeded").await;
+        let first: Value = app
+            .post_json(
+                &format!("/v1/orders/{id}/refunds"),
+                Some(&shop.key),
+                &json!({"amount": "5.00", "reason": "cold"}),
+                Some("refund-a"),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(first["status"], "succeeded");
+        // What a retry meets once the stored response is gone (released after an
+        // error): the refund the key derives, compared with the new request.
+        let order_id = sesame::domain::OrderId::parse(&id).unwrap();
+        let retry = |amount: &str, reason: Option<&str>| CreateRefundRequest {
+            amount: amount.to_owned(),
+            reason: reason.map(str::to_owned),
+        };
+        for other in [retry("6.00", Some("cold")), retry("5.00", Some("late"))] {
+            let refused = payments::refund_order(&app.state, &order_id, &other, Some("refund-a"))
+                .await
+                .unwrap_err();
+            assert_eq!(refused.code, ErrorCode::IdempotencyKeyReused, "{other:?}");
+            assert!(refused.message().contains(first["id"].as_str().unwrap()));
+        }
+        let same = payments::refund_order(
+            &app.state,
+            &order_id,
+            &retry("5.00", Some("cold")),
+            Some("refund-a"),
+        )
+        .await
+        .unwrap();
+        assert_eq!(same.id.as_str(), first["id"].as_str().unwrap());
+        assert_eq!(get_order(&app, &shop, &id).await["refunded"], "5.00");
+        app.assert_ledger_ok().await;
+    }
+}

@@ -364,3 +364,29 @@ async fn orders_page_newest_first_with_filters() {
         .unwrap();
     assert!(future["data"].as_array().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn a_merchant_rate_above_100_percent_refuses_the_order_and_creates_nothing() {
+    let app = spawn_app().await;
+    let (mut bundle, key) = crate::store_conformance::bundle("Cafe", 1_700_000_000_000);
+    bundle.merchant.fees_bps.insert("mpay".to_owned(), 10_001);
+    app.state.store.create_merchant(&bundle).await.unwrap();
+    let body = json!({"amount": "10.00", "currency": "MOP", "description": "x", "wallet": "mpay"});
+    let refused = post_order(&app, key.expose(), &body, None).await;
+    assert_error(refused, StatusCode::INTERNAL_SERVER_ERROR, "internal_error").await;
+    let listed: Value = app
+        .get("/v1/orders", Some(key.expose()))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed["data"], json!([]));
+    // Brands without a merchant rate use the (valid) default.
+    let other =
+        json!({"amount": "10.00", "currency": "MOP", "description": "x", "wallet": "wechat_pay"});
+    assert_eq!(
+        post_order(&app, key.expose(), &other, None).await.status(),
+        StatusCode::CREATED
+    );
+    app.assert_ledger_ok().await;
+}

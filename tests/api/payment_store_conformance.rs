@@ -248,28 +248,189 @@ async fn a_duplicate_settle_writes_nothing(store: DynStore) {
     );
 }
 
+/// A writer as the service runs one: read the order, build the change from what it
+/// read, commit, and on a version conflict read again and rebuild (with the NEW
+/// version) until the store answers Applied or Duplicate.
+async fn settle_like_a_callback(store: DynStore, id: OrderId, key: String) -> CommitOutcome {
+    loop {
+        let current = store.order(&id).await.unwrap().unwrap();
+        match store.commit(&settle(&current, &key, T0), T0).await.unwrap() {
+            CommitOutcome::VersionConflict => continue,
+            outcome => return outcome,
+        }
+    }
+}
+
 async fn concurrent_duplicate_settles_post_once(store: DynStore) {
     let m = MerchantId::generate();
     let o = order(&m, T0);
     store.commit(&insert(&o), T0).await.unwrap();
+    // Every writer first uses the version it read; the losers re-read and come back
+    // with the version the winner wrote, so only the dedupe key (or the entry id, for
+    // writers with another key) can stop them.
     let mut tasks = Vec::new();
-    for _ in 0..10 {
-        let store = store.clone();
-        let change = settle(&o, "same-event", T0);
-        tasks.push(tokio::spawn(async move {
-            store.commit(&change, T0).await.unwrap()
-        }));
+    for i in 0..10 {
+        let key = if i % 2 == 0 {
+            "same-event"
+        } else {
+            "other-delivery"
+        };
+        tasks.push(tokio::spawn(settle_like_a_callback(
+            store.clone(),
+            o.id.clone(),
+            key.to_owned(),
+        )));
     }
-    let mut applied = 0;
+    let mut outcomes = Vec::new();
     for t in tasks {
-        match t.await.unwrap() {
-            CommitOutcome::Applied => applied += 1,
-            CommitOutcome::Duplicate | CommitOutcome::VersionConflict => {}
-        }
+        outcomes.push(t.await.unwrap());
     }
-    assert_eq!(applied, 1);
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == CommitOutcome::Applied)
+            .count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == CommitOutcome::Duplicate)
+            .count(),
+        9
+    );
     assert_eq!(store.entries_of(&o.id).await.unwrap().len(), 1);
     assert_eq!(store.events_after(&m, None, 10).await.unwrap().len(), 1);
+    let stored = store.order(&o.id).await.unwrap().unwrap();
+    assert_eq!(stored.version, 2);
+    // A late duplicate built on the settled order's version is a duplicate too.
+    assert_eq!(
+        store
+            .commit(&settle(&stored, "same-event", T0), T0)
+            .await
+            .unwrap(),
+        CommitOutcome::Duplicate
+    );
+}
+
+fn pending_refund(o: &Order, amount: i64, at: i64) -> Refund {
+    Refund {
+        id: RefundId::generate_for(&o.merchant_id),
+        order_id: o.id.clone(),
+        merchant_id: o.merchant_id.clone(),
+        amount_minor: amount,
+        currency: o.currency,
+        reason: None,
+        status: RefundStatus::Pending,
+        wallet_refund_ref: None,
+        failure: None,
+        review: None,
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+/// A refund reservation as the service makes it: re-read on conflict, give up when
+/// what is left to refund does not cover it.
+async fn reserve_like_the_service(store: DynStore, id: OrderId, amount: i64) -> bool {
+    let merchant = id.merchant();
+    loop {
+        let current = store.order(&id).await.unwrap().unwrap();
+        if current.refundable_minor() < amount {
+            return false;
+        }
+        let refund = pending_refund(&current, amount, T0);
+        let change = OrderChange {
+            order: next(&current, |n| n.refund_pending_minor += amount),
+            expected_version: current.version,
+            dedupe_key: Some(format!("refund-reserve:{}", refund.id)),
+            refund: Some(refund),
+            entry: None,
+            event: None,
+        };
+        assert_eq!(current.merchant_id, merchant);
+        match store.commit(&change, T0).await.unwrap() {
+            CommitOutcome::Applied => return true,
+            CommitOutcome::VersionConflict => continue,
+            CommitOutcome::Duplicate => unreachable!("fresh refund ids"),
+        }
+    }
+}
+
+async fn concurrent_refund_reservations_never_exceed_the_capture(store: DynStore) {
+    let m = MerchantId::generate();
+    let o = order(&m, T0);
+    store.commit(&insert(&o), T0).await.unwrap();
+    store.commit(&settle(&o, "pay", T0), T0).await.unwrap();
+    // 10 000 captured; twelve concurrent reservations of 1 500: six fit.
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        tasks.push(tokio::spawn(reserve_like_the_service(
+            store.clone(),
+            o.id.clone(),
+            1_500,
+        )));
+    }
+    let mut reserved = 0;
+    for t in tasks {
+        if t.await.unwrap() {
+            reserved += 1;
+        }
+    }
+    assert_eq!(reserved, 6);
+    let stored = store.order(&o.id).await.unwrap().unwrap();
+    assert_eq!(stored.refund_pending_minor, 9_000);
+    let refunds = store.refunds_of(&o.id).await.unwrap();
+    assert_eq!(refunds.len(), 6);
+    assert!(refunds.iter().all(|r| r.status == RefundStatus::Pending));
+}
+
+async fn a_refund_id_of_another_order_is_invalid_and_nothing_is_written(store: DynStore) {
+    let m = MerchantId::generate();
+    let first = order(&m, T0);
+    let second = order(&m, T0);
+    let refund = pending_refund(&first, 100, T0);
+    store
+        .commit(
+            &OrderChange {
+                refund: Some(refund.clone()),
+                ..insert(&first)
+            },
+            T0,
+        )
+        .await
+        .unwrap();
+    let stolen = OrderChange {
+        refund: Some(Refund {
+            order_id: second.id.clone(),
+            ..refund.clone()
+        }),
+        ..insert(&second)
+    };
+    assert!(matches!(
+        store.commit(&stolen, T0).await,
+        Err(StoreError::Invalid("refund id belongs to another order"))
+    ));
+    assert_eq!(store.order(&second.id).await.unwrap(), None);
+    assert_eq!(store.refund(&refund.id).await.unwrap(), Some(refund));
+    assert!(store.refunds_of(&second.id).await.unwrap().is_empty());
+}
+
+async fn an_entry_in_another_currency_than_its_order_is_invalid(store: DynStore) {
+    let m = MerchantId::generate();
+    let o = order(&m, T0);
+    store.commit(&insert(&o), T0).await.unwrap();
+    let mut change = settle(&o, "k", T0);
+    if let Some(entry) = change.entry.as_mut() {
+        entry.currency = Currency::Hkd;
+    }
+    assert!(matches!(
+        store.commit(&change, T0).await,
+        Err(StoreError::Invalid(_))
+    ));
+    assert_eq!(store.order(&o.id).await.unwrap(), Some(o));
+    assert!(store.balances(&m).await.unwrap().is_empty());
 }
 
 async fn an_unbalanced_entry_is_refused_and_nothing_is_written(store: DynStore) {
@@ -320,6 +481,7 @@ async fn refunds_are_recorded_and_replaced_by_id(store: DynStore) {
         status: RefundStatus::Pending,
         wallet_refund_ref: None,
         failure: None,
+        review: None,
         created_at: T0 + 10,
         updated_at: T0 + 10,
     };
@@ -473,6 +635,78 @@ async fn open_orders_come_due_for_the_reconciler(store: DynStore) {
     );
 }
 
+async fn expired_and_refunding_orders_come_due_but_failed_and_settled_ones_do_not(store: DynStore) {
+    let m = MerchantId::generate();
+    let ids_due = |due: Vec<Order>| due.into_iter().map(|o| o.id).collect::<Vec<_>>();
+    // Expired with a late-capture check at T0 + 1 000.
+    let expired = order(&m, T0);
+    store.commit(&insert(&expired), T0).await.unwrap();
+    let change = OrderChange {
+        expected_version: 1,
+        ..insert(&next(&expired, |n| {
+            n.status = OrderStatus::Expired;
+            n.next_check_at = Some(T0 + 1_000);
+        }))
+    };
+    store.commit(&change, T0).await.unwrap();
+    // Failed, its document still naming a check time: never due.
+    let failed = order(&m, T0);
+    store.commit(&insert(&failed), T0).await.unwrap();
+    let change = OrderChange {
+        expected_version: 1,
+        ..insert(&next(&failed, |n| n.status = OrderStatus::Failed))
+    };
+    store.commit(&change, T0).await.unwrap();
+    // Succeeded: due only while a refund is in flight.
+    let paid = order(&m, T0);
+    store.commit(&insert(&paid), T0).await.unwrap();
+    store.commit(&settle(&paid, "pay", T0), T0).await.unwrap();
+    assert_eq!(
+        ids_due(store.orders_due(T0 + 10_000_000, 10).await.unwrap()),
+        vec![expired.id.clone()]
+    );
+    let settled = store.order(&paid.id).await.unwrap().unwrap();
+    let refund = pending_refund(&settled, 500, T0 + 1);
+    let reserve = OrderChange {
+        order: next(&settled, |n| {
+            n.refund_pending_minor = 500;
+            n.next_check_at = Some(T0 + 2_000);
+        }),
+        expected_version: settled.version,
+        dedupe_key: None,
+        refund: Some(refund.clone()),
+        entry: None,
+        event: None,
+    };
+    store.commit(&reserve, T0 + 1).await.unwrap();
+    assert_eq!(
+        ids_due(store.orders_due(T0 + 2_000, 10).await.unwrap()),
+        vec![expired.id.clone(), paid.id.clone()]
+    );
+    assert_eq!(
+        ids_due(store.orders_due(T0 + 1_999, 10).await.unwrap()),
+        vec![expired.id.clone()]
+    );
+    // The refund is final: the order leaves the list, whatever its document says.
+    let reserved = store.order(&paid.id).await.unwrap().unwrap();
+    let released = OrderChange {
+        order: next(&reserved, |n| n.refund_pending_minor = 0),
+        expected_version: reserved.version,
+        dedupe_key: None,
+        refund: Some(Refund {
+            status: RefundStatus::Failed,
+            ..refund
+        }),
+        entry: None,
+        event: None,
+    };
+    store.commit(&released, T0 + 3).await.unwrap();
+    assert_eq!(
+        ids_due(store.orders_due(T0 + 10_000_000, 10).await.unwrap()),
+        vec![expired.id.clone()]
+    );
+}
+
 async fn outbox_leases_events_to_one_dispatcher_at_a_time(store: DynStore) {
     let m = MerchantId::generate();
     let o = order(&m, T0);
@@ -593,6 +827,133 @@ async fn dead_letters_can_be_resent(store: DynStore) {
     );
 }
 
+async fn resending_an_event_a_dispatcher_holds_keeps_its_lease(store: DynStore) {
+    let m = MerchantId::generate();
+    let o = order(&m, T0);
+    store.commit(&insert(&o), T0).await.unwrap();
+    store.commit(&settle(&o, "k", T0), T0).await.unwrap();
+    let claim = store
+        .claim_due_events(T0, 30_000, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    // The merchant asks for a resend while the delivery is in flight.
+    assert!(
+        store
+            .resend_event(&m, &claim.event.id, T0 + 1_000)
+            .await
+            .unwrap()
+    );
+    for at in [T0 + 1_000, T0 + 29_999] {
+        assert!(
+            store
+                .claim_due_events(at, 30_000, 10)
+                .await
+                .unwrap()
+                .is_empty(),
+            "a second dispatcher joined the live lease at {at}"
+        );
+    }
+    let (_, status) = store.event(&m, &claim.event.id).await.unwrap().unwrap();
+    assert_eq!(status.state, DeliveryState::Pending);
+    assert!(
+        store
+            .complete_event(&m, &claim.event.id, &claim.lease)
+            .await
+            .unwrap(),
+        "the holder still owns its lease"
+    );
+    let (_, status) = store.event(&m, &claim.event.id).await.unwrap().unwrap();
+    assert_eq!(
+        (status.state, status.attempts, status.next_attempt_at),
+        (DeliveryState::Delivered, 1, None)
+    );
+    // Resent while leased and the holder died: claimable once the lease is over.
+    assert!(
+        store
+            .resend_event(&m, &claim.event.id, T0 + 40_000)
+            .await
+            .unwrap()
+    );
+    let held = store
+        .claim_due_events(T0 + 40_000, 30_000, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(
+        store
+            .resend_event(&m, &held.event.id, T0 + 41_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .claim_due_events(T0 + 69_999, 30_000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let retaken = store
+        .claim_due_events(T0 + 70_000, 30_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(retaken.len(), 1);
+    assert_eq!(retaken[0].attempt, 3);
+}
+
+async fn a_resend_starts_a_new_retry_window(store: DynStore) {
+    let m = MerchantId::generate();
+    let o = order(&m, T0);
+    store.commit(&insert(&o), T0).await.unwrap();
+    let change = settle(&o, "k", T0);
+    let created_at = change.event.as_ref().unwrap().created_at;
+    store.commit(&change, T0).await.unwrap();
+    let claim = store
+        .claim_due_events(T0, 30_000, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        claim.retry_window_from, created_at,
+        "from the event's creation"
+    );
+    assert!(
+        store
+            .reschedule_event(&m, &claim.event.id, &claim.lease, T0 + 60_000, "HTTP 503")
+            .await
+            .unwrap()
+    );
+    let again = store
+        .claim_due_events(T0 + 60_000, 30_000, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(
+        again.retry_window_from, created_at,
+        "a retry keeps the window"
+    );
+    let four_days = 4 * 24 * 3_600_000;
+    assert!(
+        store
+            .dead_letter_event(&m, &again.event.id, &again.lease, "gave up")
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .resend_event(&m, &again.event.id, T0 + four_days)
+            .await
+            .unwrap()
+    );
+    let resent = store
+        .claim_due_events(T0 + four_days, 30_000, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    assert_eq!(resent.retry_window_from, T0 + four_days);
+    assert_eq!(resent.attempt, 3);
+}
+
 async fn concurrent_claims_never_share_an_event(store: DynStore) {
     let m = MerchantId::generate();
     for i in 0..8 {
@@ -679,12 +1040,18 @@ all_backends!(
     a_settle_posts_one_balanced_entry_and_one_event,
     a_duplicate_settle_writes_nothing,
     concurrent_duplicate_settles_post_once,
+    concurrent_refund_reservations_never_exceed_the_capture,
+    a_refund_id_of_another_order_is_invalid_and_nothing_is_written,
+    an_entry_in_another_currency_than_its_order_is_invalid,
     an_unbalanced_entry_is_refused_and_nothing_is_written,
     refunds_are_recorded_and_replaced_by_id,
     orders_are_listed_newest_first_with_filters_and_cursor,
     open_orders_come_due_for_the_reconciler,
+    expired_and_refunding_orders_come_due_but_failed_and_settled_ones_do_not,
     outbox_leases_events_to_one_dispatcher_at_a_time,
     dead_letters_can_be_resent,
+    resending_an_event_a_dispatcher_holds_keeps_its_lease,
+    a_resend_starts_a_new_retry_window,
     concurrent_claims_never_share_an_event,
     events_page_in_creation_order_per_merchant,
 );

@@ -1,7 +1,9 @@
 //! Idempotency records in SQLite: begin, finish, release.
 //!
 //! Owns the state machine of one `(scope, key)` row: absent -> started (leased) ->
-//! finished (replayable) until `expires_at`, then absent again. Each function runs
+//! finished (replayable) until `expires_at`, then absent again; `purge_expired`
+//! deletes rows past `expires_at` (by the `idempotency_by_expiry` index), so the
+//! table, encrypted responses included, does not grow forever. Each function runs
 //! inside the caller's single write transaction, so the read and the write that
 //! depends on it cannot interleave with another request's.
 //! Must never: read the clock (the caller's `IdemClock.now` is the only time), let a
@@ -180,6 +182,23 @@ pub fn release(conn: &Connection, scope: &str, key: &str, lease: &LeaseToken) ->
         .map_err(sql)?;
     Ok(changed == 1)
 }
+
+/// Deletes up to `limit` rows whose retention is over at `now`, oldest first; returns
+/// how many. The range scan reads the `idempotency_by_expiry` index only.
+pub fn purge_expired(conn: &Connection, now: i64, limit: usize) -> StoreResult<usize> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let deleted = conn
+        .prepare_cached(PURGE_EXPIRED)
+        .map_err(sql)?
+        .execute(params![now, limit])
+        .map_err(sql)?;
+    Ok(deleted)
+}
+
+/// Rows past retention at ?1, at most ?2 of them, found through the expiry index.
+pub const PURGE_EXPIRED: &str = "DELETE FROM idempotency WHERE (scope, key) IN (
+         SELECT scope, key FROM idempotency WHERE expires_at <= ?1
+         ORDER BY expires_at LIMIT ?2)";
 
 fn corrupt(what: &str) -> StoreError {
     StoreError::Corrupt(format!("idempotency {what}"))

@@ -28,7 +28,7 @@ use super::{
     IdemBegin, IdemClock, IdemScope, LeaseToken, MerchantBundle, Store, StoreError, StoreHealth,
     StoreResult, StoredResponse,
 };
-use crate::domain::{ApiKeyRecord, Merchant, MerchantId, Plate, PlateId};
+use crate::domain::{ApiKeyRecord, Merchant, MerchantId, Plate, PlateId, UnixMillis};
 
 /// Name of the database file inside the data directory.
 pub const DATABASE_FILE: &str = "sesame.db";
@@ -387,6 +387,16 @@ impl Store for EmbeddedStore {
         let lease = lease.clone();
         write(&self.conns, move |tx| {
             idempotency::release(tx, &scope, &key, &lease)
+        })
+        .await
+    }
+
+    async fn idem_purge_expired(&self, now: UnixMillis, limit: usize) -> StoreResult<usize> {
+        if limit == 0 {
+            return Ok(0);
+        }
+        write(&self.conns, move |tx| {
+            idempotency::purge_expired(tx, now, limit)
         })
         .await
     }

@@ -14,7 +14,6 @@ use super::*;
 use crate::domain::event::EventKind;
 use crate::domain::ledger::{EntryKind, Posting};
 use crate::domain::order::{OrderMode, OrderStatus};
-use crate::domain::refund::RefundStatus;
 use crate::domain::{Merchant, MerchantStatus};
 use crate::store::Store;
 
@@ -135,7 +134,7 @@ fn balance_of(balances: &[Balance], account: &str) -> Option<i64> {
 }
 
 #[tokio::test]
-async fn migration_2_upgrades_a_version_1_file_and_keeps_its_data() {
+async fn migrations_upgrade_a_version_1_file_and_keep_its_data() {
     let dir = tempfile::tempdir().unwrap();
     let m = MerchantId::generate();
     {
@@ -159,7 +158,10 @@ async fn migration_2_upgrades_a_version_1_file_and_keeps_its_data() {
         .unwrap();
     }
     let store = EmbeddedStore::open(dir.path()).await.unwrap();
-    assert_eq!(user_version(&raw(dir.path())).unwrap(), 2);
+    assert_eq!(
+        user_version(&raw(dir.path())).unwrap(),
+        i64::try_from(MIGRATIONS.len()).unwrap()
+    );
     assert_eq!(store.merchant(&m).await.unwrap(), Some(merchant(&m)));
     assert_eq!(store.secret("plate", b"new").await.unwrap(), vec![1, 2]);
     let o = order(&m, T0);
@@ -169,6 +171,153 @@ async fn migration_2_upgrades_a_version_1_file_and_keeps_its_data() {
         CommitOutcome::Applied
     );
     assert_eq!(store.entries_of(&o.id).await.unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn migration_3_keeps_orders_and_outbox_rows_and_lets_an_expired_order_come_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = MerchantId::generate();
+    let open = order(&m, T0);
+    let event_id = EventId::generate();
+    {
+        // A file as release 2 left it: an open order due at T0 + 60 s, one event.
+        let conn = raw(dir.path());
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.execute_batch(MIGRATIONS[1]).unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        conn.execute(
+            "INSERT INTO orders (id, merchant_id, status, created_at, next_check_at, version, doc)
+             VALUES (?1, ?2, 'created', ?3, ?4, 1, ?5)",
+            params![
+                open.id.as_str(),
+                m.as_str(),
+                T0,
+                open.next_check_at,
+                serde_json::to_string(&open).unwrap()
+            ],
+        )
+        .unwrap();
+        let event = Event {
+            id: event_id.clone(),
+            merchant_id: m.clone(),
+            kind: EventKind::OrderExpired,
+            data: serde_json::json!({}),
+            created_at: T0,
+        };
+        conn.execute(
+            "INSERT INTO events (id, merchant_id, created_at, doc) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                event_id.as_str(),
+                m.as_str(),
+                T0,
+                serde_json::to_string(&event).unwrap()
+            ],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO outbox (event_id, merchant_id, state, attempts, next_attempt_at)
+             VALUES (?1, ?2, 'dead', 3, ?3)",
+            params![event_id.as_str(), m.as_str(), T0],
+        )
+        .unwrap();
+    }
+    let store = EmbeddedStore::open(dir.path()).await.unwrap();
+    assert_eq!(store.order(&open.id).await.unwrap(), Some(open.clone()));
+    let due = store.orders_due(T0 + 60_000, 10).await.unwrap();
+    assert_eq!(due, vec![open.clone()]);
+    // An expired order with a grace check is due now; a failed one never is.
+    let expired = OrderChange {
+        order: Order {
+            status: OrderStatus::Expired,
+            next_check_at: Some(T0 + 70_000),
+            version: 2,
+            ..open.clone()
+        },
+        expected_version: 1,
+        ..insert(&open)
+    };
+    assert_eq!(
+        store.commit(&expired, T0).await.unwrap(),
+        CommitOutcome::Applied
+    );
+    assert_eq!(store.orders_due(T0 + 70_000, 10).await.unwrap().len(), 1);
+    let failed = order(&m, T0);
+    let failed = Order {
+        status: OrderStatus::Failed,
+        ..failed
+    };
+    store.commit(&insert(&failed), T0).await.unwrap();
+    assert_eq!(store.orders_due(i64::MAX, 10).await.unwrap().len(), 1);
+    // The old event's retry window was its creation; a resend starts a new one.
+    assert!(store.resend_event(&m, &event_id, T0 + 5_000).await.unwrap());
+    let claims = store
+        .claim_due_events(T0 + 5_000, 30_000, 10)
+        .await
+        .unwrap();
+    assert_eq!(claims.len(), 1);
+    assert_eq!(
+        (claims[0].attempt, claims[0].retry_window_from),
+        (4, T0 + 5_000)
+    );
+}
+
+#[tokio::test]
+async fn expired_idempotency_records_are_purged_from_the_file_and_live_ones_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path()).await.unwrap();
+    let clock = |now| crate::store::IdemClock {
+        now,
+        lease_ms: 60_000,
+        retention_ms: 3_600_000,
+    };
+    let scope = crate::store::IdemScope::Admin;
+    for (key, at) in [("old-1", T0), ("old-2", T0 + 1), ("young", T0 + 1_800_000)] {
+        let crate::store::IdemBegin::Started(lease) = store
+            .idem_begin(&scope, key, &[7; 32], clock(at))
+            .await
+            .unwrap()
+        else {
+            panic!("{key} did not start");
+        };
+        let response = crate::store::StoredResponse {
+            status: 201,
+            body: b"sealed response".to_vec(),
+        };
+        assert!(
+            store
+                .idem_finish(&scope, key, &lease, &response)
+                .await
+                .unwrap()
+        );
+    }
+    // One millisecond before the first retention ends: nothing to purge.
+    assert_eq!(
+        store.idem_purge_expired(T0 + 3_599_999, 100).await.unwrap(),
+        0
+    );
+    assert_eq!(count(&raw(dir.path()), "idempotency"), 3);
+    // Both old records are over; the batch limit is honoured.
+    assert_eq!(
+        store.idem_purge_expired(T0 + 3_600_001, 1).await.unwrap(),
+        1
+    );
+    assert_eq!(
+        store.idem_purge_expired(T0 + 3_600_001, 100).await.unwrap(),
+        1
+    );
+    assert_eq!(count(&raw(dir.path()), "idempotency"), 1);
+    assert_eq!(
+        store.idem_purge_expired(T0 + 3_600_001, 100).await.unwrap(),
+        0
+    );
+    let replay = store
+        .idem_begin(&scope, "young", &[7; 32], clock(T0 + 3_600_001))
+        .await
+        .unwrap();
+    assert!(
+        matches!(replay, crate::store::IdemBegin::Replay(_)),
+        "{replay:?}"
+    );
 }
 
 #[tokio::test]
@@ -310,91 +459,6 @@ async fn records_of_another_merchant_or_order_in_a_change_are_invalid() {
 }
 
 #[tokio::test]
-async fn a_refund_id_of_another_order_is_invalid_and_rolls_the_order_back() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path()).await.unwrap();
-    let m = MerchantId::generate();
-    let first = order(&m, T0);
-    let second = order(&m, T0);
-    let refund = Refund {
-        id: RefundId::generate_for(&m),
-        order_id: first.id.clone(),
-        merchant_id: m.clone(),
-        amount_minor: 100,
-        currency: Currency::Mop,
-        reason: None,
-        status: RefundStatus::Pending,
-        wallet_refund_ref: None,
-        failure: None,
-        created_at: T0,
-        updated_at: T0,
-    };
-    store
-        .commit(
-            &OrderChange {
-                refund: Some(refund.clone()),
-                ..insert(&first)
-            },
-            T0,
-        )
-        .await
-        .unwrap();
-    let stolen = OrderChange {
-        refund: Some(Refund {
-            order_id: second.id.clone(),
-            ..refund.clone()
-        }),
-        ..insert(&second)
-    };
-    assert!(matches!(
-        store.commit(&stolen, T0).await,
-        Err(StoreError::Invalid("refund id belongs to another order"))
-    ));
-    assert_eq!(store.order(&second.id).await.unwrap(), None);
-    assert_eq!(store.refund(&refund.id).await.unwrap(), Some(refund));
-}
-
-#[tokio::test]
-async fn resending_an_event_a_dispatcher_holds_keeps_its_lease() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = EmbeddedStore::open(dir.path()).await.unwrap();
-    let m = MerchantId::generate();
-    let o = order(&m, T0);
-    store.commit(&insert(&o), T0).await.unwrap();
-    store.commit(&settle(&o, "k"), T0).await.unwrap();
-    let claim = store
-        .claim_due_events(T0, 30_000, 10)
-        .await
-        .unwrap()
-        .remove(0);
-    assert!(
-        store
-            .resend_event(&m, &claim.event.id, T0 + 1)
-            .await
-            .unwrap()
-    );
-    assert!(
-        store
-            .claim_due_events(T0 + 2, 30_000, 10)
-            .await
-            .unwrap()
-            .is_empty(),
-        "still leased"
-    );
-    assert!(
-        store
-            .complete_event(&m, &claim.event.id, &claim.lease)
-            .await
-            .unwrap()
-    );
-    let (_, status) = store.event(&m, &claim.event.id).await.unwrap().unwrap();
-    assert_eq!(
-        (status.state, status.attempts, status.next_attempt_at),
-        (DeliveryState::Delivered, 1, None)
-    );
-}
-
-#[tokio::test]
 async fn a_non_positive_lease_is_invalid() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path()).await.unwrap();
@@ -444,6 +508,12 @@ async fn lists_and_scans_read_their_indexes_without_sorting() {
     assert!(due.contains("orders_due"), "{due}");
     let claim = plan(&conn, CLAIM_DUE, params![T0, 10]);
     assert!(claim.contains("outbox_due"), "{claim}");
+    let purge = plan(
+        &conn,
+        super::super::idempotency::PURGE_EXPIRED,
+        params![T0, 10],
+    );
+    assert!(purge.contains("idempotency_by_expiry"), "{purge}");
     for (what, text) in [
         ("list", &listed),
         ("page", &paged),

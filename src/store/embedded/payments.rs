@@ -47,7 +47,7 @@ struct PreparedChange {
     version: i64,
     status: &'static str,
     created_at: UnixMillis,
-    /// NULL for a terminal order: only open orders come due for the reconciler.
+    /// `Order::due_at`: NULL for an order the reconciler has nothing left to do with.
     next_check_at: Option<UnixMillis>,
     order_doc: String,
     dedupe_key: Option<String>,
@@ -162,11 +162,7 @@ fn prepare(change: &OrderChange) -> StoreResult<PreparedChange> {
         version,
         status: order.status.as_str(),
         created_at: order.created_at,
-        next_check_at: if order.is_open() {
-            order.next_check_at
-        } else {
-            None
-        },
+        next_check_at: order.due_at(),
         order_doc: to_doc("order", order)?,
         dedupe_key: change.dedupe_key.clone(),
         refund,
@@ -430,7 +426,8 @@ fn list_orders_sql(
 /// Pending events due at ?1 whose lease (if any) is over, at most ?2. Ties on the due
 /// time go by rowid, i.e. enqueue order, which is the order of the
 /// (state, next_attempt_at) index itself: no sort, and the scan stops after ?2 rows.
-const CLAIM_DUE: &str = "SELECT o.event_id, o.attempts, e.doc
+const CLAIM_DUE: &str = "SELECT o.event_id, o.attempts, e.doc,
+            coalesce(o.retry_window_from, e.created_at)
      FROM outbox o JOIN events e ON e.id = o.event_id
      WHERE o.state = 'pending' AND o.next_attempt_at <= ?1
        AND (o.lease_until IS NULL OR o.lease_until <= ?1)
@@ -671,6 +668,7 @@ impl PaymentStore for EmbeddedStore {
                             row.get::<_, String>(0)?,
                             row.get::<_, i64>(1)?,
                             row.get::<_, String>(2)?,
+                            row.get::<_, i64>(3)?,
                         ))
                     })
                     .map_err(sql)?;
@@ -678,7 +676,7 @@ impl PaymentStore for EmbeddedStore {
             };
             let lease_until = now.saturating_add(lease_ms);
             let mut claims = Vec::with_capacity(due.len());
-            for (event_id, attempts, doc) in due {
+            for (event_id, attempts, doc, retry_window_from) in due {
                 let event: Event = from_doc("event", &doc)?;
                 let attempt = attempts_of(attempts)?.checked_add(1).ok_or_else(|| {
                     StoreError::Corrupt("outbox attempt count out of range".into())
@@ -695,6 +693,7 @@ impl PaymentStore for EmbeddedStore {
                     event,
                     attempt,
                     lease,
+                    retry_window_from,
                 });
             }
             Ok(claims)
@@ -783,7 +782,8 @@ impl PaymentStore for EmbeddedStore {
             // A delivered or dead event becomes due now with no lease; attempts are
             // kept (they count deliveries tried, not rounds). An event still pending
             // keeps its lease, so a dispatcher working on it is not joined by a
-            // second one; it only becomes due no later than now.
+            // second one; it only becomes due no later than now. Either way the
+            // retry window starts again now.
             update_outbox_row(
                 tx,
                 "UPDATE outbox
@@ -791,7 +791,8 @@ impl PaymentStore for EmbeddedStore {
                                             THEN min(next_attempt_at, ?3) ELSE ?3 END,
                      lease_token = CASE WHEN state = 'pending' THEN lease_token END,
                      lease_until = CASE WHEN state = 'pending' THEN lease_until END,
-                     state = 'pending'
+                     state = 'pending',
+                     retry_window_from = ?3
                  WHERE event_id = ?1 AND merchant_id = ?2",
                 params![id.as_str(), merchant.as_str(), now],
             )

@@ -78,7 +78,7 @@ pub const MIGRATIONS: &[&str] = &[
     // redis backend has no such link either).
     "
     -- next_check_at is NULL once the order is terminal, so the partial index holds
-    -- exactly the open orders the reconciler may have to act on.
+    -- exactly the open orders the reconciler may have to act on (until migration 3).
     CREATE TABLE orders (
         id            TEXT    NOT NULL PRIMARY KEY,
         merchant_id   TEXT    NOT NULL,
@@ -155,6 +155,33 @@ pub const MIGRATIONS: &[&str] = &[
         CHECK (state = 'pending' OR lease_token IS NULL)
     ) STRICT;
     CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
+    ",
+    // 3: the reconciler also looks at orders that are no longer open (an expired order
+    // whose close the wallet never confirmed, a succeeded order with refunds in
+    // flight), so `next_check_at` is no longer tied to the open statuses: it holds
+    // `Order::due_at`. SQLite cannot drop a CHECK, so the table is rebuilt. Outbox
+    // rows remember when their retry window started (a resend starts a new one; NULL
+    // means when the event was created).
+    "
+    CREATE TABLE orders_v3 (
+        id            TEXT    NOT NULL PRIMARY KEY,
+        merchant_id   TEXT    NOT NULL,
+        status        TEXT    NOT NULL
+                      CHECK (status IN ('created', 'pending', 'succeeded', 'failed', 'expired')),
+        created_at    INTEGER NOT NULL,
+        next_check_at INTEGER,
+        version       INTEGER NOT NULL CHECK (version > 0),
+        doc           TEXT    NOT NULL,
+        CHECK (next_check_at IS NULL OR status <> 'failed')
+    ) STRICT;
+    INSERT INTO orders_v3 (id, merchant_id, status, created_at, next_check_at, version, doc)
+        SELECT id, merchant_id, status, created_at, next_check_at, version, doc FROM orders;
+    DROP TABLE orders;
+    ALTER TABLE orders_v3 RENAME TO orders;
+    CREATE INDEX orders_by_merchant ON orders (merchant_id, created_at DESC, id DESC);
+    CREATE INDEX orders_due ON orders (next_check_at, id) WHERE next_check_at IS NOT NULL;
+
+    ALTER TABLE outbox ADD COLUMN retry_window_from INTEGER;
     ",
 ];
 

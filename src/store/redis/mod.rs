@@ -92,7 +92,7 @@ use super::{
     StoreResult, StoredResponse,
 };
 use crate::config::mask_url_password;
-use crate::domain::{Merchant, MerchantId, Plate, PlateId};
+use crate::domain::{Merchant, MerchantId, Plate, PlateId, UnixMillis};
 
 /// Reconnect attempts after the first one fails. The backoff starts at 1 s (the
 /// client's fixed minimum) and doubles, capped by `RECONNECT_MAX_DELAY_MS`; calls
@@ -823,5 +823,11 @@ impl Store for RedisStore {
             )
             .await?;
         Ok(released == 1)
+    }
+
+    /// Nothing to do: every record carries a key TTL of its retention (set by
+    /// `idem_begin.lua`), so Redis deletes it by itself.
+    async fn idem_purge_expired(&self, _now: UnixMillis, _limit: usize) -> StoreResult<usize> {
+        Ok(0)
     }
 }

@@ -15,8 +15,8 @@
 //! already in the book -> `Duplicate`; stored version is not `expected_version` (0:
 //! the order exists) -> `VersionConflict`; `order.version` does not follow
 //! `expected_version` -> `Invalid` (after the version check, so a stale caller learns
-//! it is stale); event id taken -> `Conflict`; a balance would leave the i64 range ->
-//! `Invalid`. Only then does it write, and no write after the first can fail.
+//! it is stale); event id taken -> `Conflict`; the refund id is stored under another
+//! order -> `Invalid`; a balance would leave the i64 range -> `Invalid`. Only then does it write, and no write after the first can fail.
 //!
 //! # Key layout (`<p>{m:<id>}` = the merchant's prefix and hash tag)
 //!
@@ -28,7 +28,7 @@
 //! | `<p>{m:<id>}:orders`                 | hash   | order id -> order JSON                  |
 //! | `<p>{m:<id>}:order-versions`         | hash   | order id -> version (compare-and-set)   |
 //! | `<p>{m:<id>}:orders-by-created`      | zset   | order ids scored by `created_at`        |
-//! | `<p>{m:<id>}:orders-due`             | zset   | open order ids scored by `next_check_at`|
+//! | `<p>{m:<id>}:orders-due`             | zset   | order ids scored by `Order::due_at`     |
 //! | `<p>{m:<id>}:orders-due-off`         | string | retire marker (see below)               |
 //! | `<p>{m:<id>}:dedupe`                 | set    | dedupe keys of applied changes          |
 //! | `<p>{m:<id>}:refunds`                | hash   | refund id -> refund JSON                |
@@ -40,7 +40,7 @@
 //! | `<p>{m:<id>}:events`                 | hash   | event id -> event JSON                  |
 //! | `<p>{m:<id>}:event-seq`              | string | last event sequence number (INCR)       |
 //! | `<p>{m:<id>}:events-by-seq`          | zset   | event ids scored by sequence number     |
-//! | `<p>{m:<id>}:outbox`                 | hash   | `<event id>:<field>`: delivery state (`state`, `attempts`, `next`, `lease`, `lease_until`, `error`) |
+//! | `<p>{m:<id>}:outbox`                 | hash   | `<event id>:<field>`: delivery state (`state`, `attempts`, `next`, `lease`, `lease_until`, `error`, `since` = retry window start, absent until a resend) |
 //! | `<p>{m:<id>}:outbox-due`             | zset   | pending event ids scored by when each may next be claimed |
 //! | `<p>{m:<id>}:outbox-off`             | string | retire marker (see below)               |
 //! | `<p>due-merchants`                   | set    | merchants that may have due orders      |
@@ -124,6 +124,7 @@ enum CommitReply {
     Conflict,
     InvalidVersion,
     EventExists,
+    RefundOfAnotherOrder,
     Overflow,
     WrongType,
 }
@@ -142,13 +143,9 @@ fn time(what: &'static str, at: UnixMillis) -> StoreResult<UnixMillis> {
     Ok(at)
 }
 
-/// When the order must be in the reconciler's due set: open with a next check.
+/// When the order must be in the reconciler's due set (`Order::due_at`).
 fn due_at(order: &Order) -> Option<UnixMillis> {
-    if order.is_open() {
-        order.next_check_at
-    } else {
-        None
-    }
+    order.due_at()
 }
 
 /// Checks what can be checked without the stored state, and returns the balance
@@ -181,6 +178,14 @@ fn validate(change: &OrderChange, now: UnixMillis) -> StoreResult<Vec<(String, i
     };
     if entry.merchant_id != *merchant || entry.order_id != order.id {
         return Err(StoreError::Invalid("ledger entry belongs to another order"));
+    }
+    if entry.currency != order.currency {
+        return Err(StoreError::Invalid(
+            "ledger entry currency differs from the order's",
+        ));
+    }
+    if entry.postings.is_empty() {
+        return Err(StoreError::Invalid("ledger entry has no postings"));
     }
     if !ledger::balances(&entry.postings) {
         return Err(StoreError::Invalid("ledger entry does not balance"));
@@ -473,6 +478,7 @@ impl RedisStore {
             ["conflict"] => CommitReply::Conflict,
             ["invalid_version"] => CommitReply::InvalidVersion,
             ["event_exists"] => CommitReply::EventExists,
+            ["refund_of_another_order"] => CommitReply::RefundOfAnotherOrder,
             ["overflow"] => CommitReply::Overflow,
             ["wrong_type"] => CommitReply::WrongType,
             _ => {
@@ -583,7 +589,7 @@ impl RedisStore {
         };
         match tag.as_slice() {
             b"retire" => return Ok(None),
-            b"claimed" if rest.len().is_multiple_of(4) => {}
+            b"claimed" if rest.len().is_multiple_of(5) => {}
             b"wrong_type" => {
                 return Err(StoreError::Corrupt(format!(
                     "outbox keys of {merchant} hold the wrong kind of value"
@@ -595,16 +601,23 @@ impl RedisStore {
                 ));
             }
         }
-        rest.chunks_exact(4)
+        rest.chunks_exact(5)
             .map(|claim| {
                 let id = utf8("claim_events", &claim[0])?;
                 let event = decode_event(merchant, &id, &claim[1])?;
                 let attempt = parse_number("outbox attempt count", &utf8("claim", &claim[2])?)?;
                 let lease = LeaseToken(utf8("claim_events", &claim[3])?);
+                let since = utf8("claim_events", &claim[4])?;
+                let retry_window_from = if since.is_empty() {
+                    event.created_at
+                } else {
+                    parse_number("outbox retry window start", &since)?
+                };
                 Ok(OutboxClaim {
                     event,
                     attempt,
                     lease,
+                    retry_window_from,
                 })
             })
             .collect::<StoreResult<Vec<_>>>()
@@ -688,6 +701,9 @@ impl PaymentStore for RedisStore {
                 "order version must be expected_version + 1",
             )),
             CommitReply::EventExists => Err(StoreError::Conflict("event id exists")),
+            CommitReply::RefundOfAnotherOrder => {
+                Err(StoreError::Invalid("refund id belongs to another order"))
+            }
             CommitReply::Overflow => Err(StoreError::Invalid("account balance would overflow")),
             CommitReply::WrongType => Err(StoreError::Corrupt(format!(
                 "payments keys of {merchant} hold the wrong kind of value"

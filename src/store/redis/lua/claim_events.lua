@@ -6,7 +6,8 @@
 -- ARGV: [1] now, [2] lease_until, [3] page size (> 0), [4] lease token prefix,
 --   [5] retire token.
 -- Returns {'retire'} after setting the off marker (see orders_due.lua), or
--- {'claimed', id1, json1, attempt1, lease1, ...}.
+-- {'claimed', id1, json1, attempt1, lease1, since1, ...} where since is when the
+-- event's retry window started ('' = when the event was created).
 for i, want in ipairs({'zset', 'hash', 'hash', 'string'}) do
   local found = redis.call('TYPE', KEYS[i]).ok
   if found ~= 'none' and found ~= want then
@@ -31,6 +32,7 @@ for n, id in ipairs(ids) do
     out[#out + 1] = json
     out[#out + 1] = tostring(attempt)
     out[#out + 1] = lease
+    out[#out + 1] = redis.call('HGET', KEYS[2], id .. ':since') or ''
   end
 end
 return out

@@ -14,7 +14,7 @@
 --   [20] number of balance deltas, then pairs (balance field, delta).
 -- Returns {'applied', relist_due, relist_outbox} ('1' when this merchant must be put
 -- back in the global set), or {'duplicate'} | {'conflict'} | {'invalid_version'} |
--- {'event_exists'} | {'overflow'} | {'wrong_type'}.
+-- {'event_exists'} | {'refund_of_another_order'} | {'overflow'} | {'wrong_type'}.
 local expected_types = {'hash', 'hash', 'zset', 'zset', 'string', 'set', 'hash', 'list',
   'hash', 'list', 'list', 'hash', 'hash', 'string', 'zset', 'hash', 'zset', 'string'}
 for i, want in ipairs(expected_types) do
@@ -49,6 +49,19 @@ if ARGV[4] ~= '1' then
 end
 if has_event and redis.call('HEXISTS', KEYS[13], ARGV[17]) == 1 then
   return {'event_exists'}
+end
+-- A refund id is replaced only by a record of the same order (as embedded refuses it).
+if has_refund then
+  local existing = redis.call('HGET', KEYS[7], ARGV[11])
+  if existing then
+    local ok, record = pcall(cjson.decode, existing)
+    if not ok or type(record) ~= 'table' then
+      return {'wrong_type'}
+    end
+    if record.order_id ~= order_id then
+      return {'refund_of_another_order'}
+    end
+  end
 end
 -- HINCRBY fails on overflow, which would leave the change half written: refuse first.
 -- Lua numbers are doubles, so the bound keeps a wide margin below 2^63.
