@@ -840,6 +840,9 @@ impl WechatPayAdapter {
                             notice.amount.currency.as_deref(),
                         )
                         .map_err(|e| malformed("refund amount", e))?,
+                        // The notice carries this refund (`amount.refund`) and the
+                        // order total, never the cumulative refunded amount.
+                        refunded_total: None,
                         order_id: notice.out_trade_no,
                         refund_id: notice.out_refund_no,
                         wallet_refund_ref: Some(notice.refund_id),
