@@ -83,6 +83,7 @@
 //!    → `Succeeded`; not found → `Transport { retryable: false }` (the refund stays
 //!    pending; calling `refund` again with the same id starts over at step 1, which
 //!    is safe). A `-709` is reconciled the same way before it is reported.
+//!
 //! `wallet_refund_ref` is the cancel's `aid`. The one window left open: an earlier
 //! attempt still in flight at Kakao while the read-back of step 3 runs.
 //!

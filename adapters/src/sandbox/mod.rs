@@ -157,9 +157,9 @@ pub struct Outgoing {
     pub body: Vec<u8>,
     /// Did the receiver acknowledge, in this wallet's terms?
     pub acked: fn(u16, &[u8]) -> bool,
-    /// Called before every attempt. Wallets that sign a timestamp into the
-    /// notification sign each retry with the current time, so a retry hours later
-    /// still passes the receiver's replay window.
+    /// Called before every attempt, for a sandbox whose wallet signs each retry with
+    /// the current time (the WeChat Pay sandbox). `None` resends the first
+    /// attempt's headers, which is what the Alipay and Alipay+ sandboxes do.
     pub resign: Option<Resign>,
 }
 
