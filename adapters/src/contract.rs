@@ -322,7 +322,14 @@ pub enum WalletEvent {
         order_id: String,
         refund_id: String,
         wallet_refund_ref: Option<String>,
+        /// THIS refund's amount, where the wallet reports it. Exception, documented
+        /// in the adapter: Alipay's notification carries only the cumulative
+        /// `refund_fee`, so there `amount` equals `refunded_total`.
         amount: Money,
+        /// The order's cumulative refunded amount after this refund, when the wallet
+        /// reports it (Alipay `refund_fee`); `None` when it does not (WeChat Pay).
+        /// When present it is the figure to check against our books.
+        refunded_total: Option<Money>,
         event_id: String,
     },
     RefundFailed {

@@ -722,7 +722,8 @@ mod alipay_sandbox {
             matches!(over, Err(AdapterError::Rejected { code, .. }) if code == "ACQ.REFUND_AMT_NOT_EQUAL_TOTAL")
         );
 
-        // Refund notifications carry the refund id and Alipay's cumulative refund_fee.
+        // Refund notifications carry the refund id and Alipay's cumulative refund_fee,
+        // reported as `refunded_total` (the notification names no per-refund amount).
         for (refund_id, cumulative) in [("R1", "30.00"), ("R2", "50.00"), ("R3", "100.00")] {
             let event = app
             .event_matching(refund_id, |e| {
@@ -730,9 +731,49 @@ mod alipay_sandbox {
             })
             .await;
             assert!(
-                matches!(event, WalletEvent::RefundSucceeded { amount, .. } if amount == money(cumulative, Currency::Mop))
+                matches!(&event, WalletEvent::RefundSucceeded { refunded_total: Some(total), amount, .. } if *total == money(cumulative, Currency::Mop) && amount == total),
+                "{event:?}"
             );
         }
+        // The last refund closed the trade (TRADE_CLOSED): never a failed payment.
+        assert!(
+            !app.events().iter().any(
+                |e| matches!(e, WalletEvent::PaymentFailed { order_id, .. } if order_id == "SO15")
+            ),
+            "{:?}",
+            app.events()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_trade_reversed_after_payment_is_refunded_never_closed_unpaid() {
+        let app = spawn_app().await;
+        let total = money("12.00", Currency::Cny);
+        app.pay_by_code("SO40", total).await;
+        assert_eq!(
+            app.adapter.cancel(&order_ref("SO40")).await,
+            Ok(Cancelled::Refunded)
+        );
+        // The query says TRADE_CLOSED; the capture shows, so it is Refunded.
+        let status = app.adapter.query(&order_ref("SO40")).await.unwrap();
+        assert!(
+            matches!(&status, WalletStatus::Refunded { amount, .. } if *amount == total),
+            "{status:?}"
+        );
+        assert!(!matches!(
+            status,
+            WalletStatus::Closed | WalletStatus::Failed { .. }
+        ));
+        // Every notification of the trade, TRADE_CLOSED included, keeps it paid.
+        let closed = app
+            .event_matching("the closing notification", |e| {
+                matches!(e, WalletEvent::Informational { order_id: Some(o), .. } if o == "SO40")
+            })
+            .await;
+        assert!(matches!(closed, WalletEvent::Informational { .. }));
+        assert!(!app.events().iter().any(
+            |e| matches!(e, WalletEvent::PaymentFailed { order_id, .. } if order_id == "SO40")
+        ));
     }
 
     #[tokio::test]
@@ -921,6 +962,29 @@ mod alipay_sandbox {
             app.adapter.verify_callback(&TestApp::callback(foreign)),
             Err(AdapterError::BadSignature)
         );
+        // Authentic, for our app, but another seller's trade (or no seller at all).
+        let mut other_seller = pairs(&body);
+        set(&mut other_seller, "seller_id", "2088999999999999");
+        let other_seller = signed_notification(other_seller, &app.keys.wallet);
+        assert_eq!(
+            app.adapter
+                .verify_callback(&TestApp::callback(other_seller.clone())),
+            Err(AdapterError::BadSignature)
+        );
+        let mut no_seller = pairs(&body);
+        no_seller.retain(|(k, _)| k != "seller_id");
+        let no_seller = signed_notification(no_seller, &app.keys.wallet);
+        assert_eq!(
+            app.adapter.verify_callback(&TestApp::callback(no_seller)),
+            Err(AdapterError::BadSignature)
+        );
+        // Without a configured seller id the app id alone decides.
+        let any_seller = app.adapter_with(|c| c.seller_id = None);
+        assert!(
+            any_seller
+                .verify_callback(&TestApp::callback(other_seller))
+                .is_ok()
+        );
 
         // Unreadable: not UTF-8, a repeated parameter, not a POST.
         assert!(matches!(
@@ -1047,6 +1111,43 @@ mod alipay_sandbox {
             "{first:?}"
         );
         assert!(app.adapter.create_order(&order).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_unsigned_http_4xx_is_a_non_retryable_transport_error_and_moves_nothing() {
+        // Alipay answers every business outcome with HTTP 200 and a signed body; a 4xx
+        // comes from something in front of it and must never read as a refusal.
+        let app = spawn_app().await;
+        for status in [400u16, 403, 404] {
+            app.set_faults(serde_json::json!({ "http_status": [status] }))
+                .await;
+            let order_id = format!("SO5{status}");
+            let order = app.order(&order_id, money("3.00", Currency::Cny), PayMode::DynamicQr);
+            let first = app.adapter.create_order(&order).await;
+            assert!(
+                matches!(&first, Err(AdapterError::Transport { retryable: false, message }) if message.contains(&status.to_string())),
+                "{status}: {first:?}"
+            );
+            assert!(app.adapter.create_order(&order).await.is_ok());
+        }
+        let total = money("10.00", Currency::Cny);
+        app.pay_by_code("SO41", total).await;
+        app.set_faults(serde_json::json!({ "http_status": [403] }))
+            .await;
+        let refund = app.refund("SO41", "R1", money("1.00", Currency::Cny), total);
+        assert!(matches!(
+            app.adapter.refund(&refund).await,
+            Err(AdapterError::Transport {
+                retryable: false,
+                ..
+            })
+        ));
+        assert_eq!(
+            app.adapter.refund_query(&order_ref("SO41"), "R1").await,
+            Ok(None),
+            "the refund never reached Alipay"
+        );
+        assert!(app.adapter.refund(&refund).await.is_ok());
     }
 
     #[tokio::test]

@@ -24,6 +24,7 @@ use sesame_adapters::sandbox::{LocalKeys, TimeScale};
 const MPAY: &str = "A111253100000000";
 const ALIPAY_HK: &str = "1022160000000000000";
 const KAKAO: &str = "1022172000000000001";
+const ALIPAY_CN: &str = "1022088000000000001";
 const HK_USER_AGENT: &str = "Mozilla/5.0 (iPhone; CPU iPhone OS 17_4 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 AliApp(APHK/15.2.0) AlipayClientHK/15.2.0 Language/zh-Hant";
 const MPAY_USER_AGENT: &str = "Mozilla/5.0 (Linux; Android 14) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Mobile Safari/537.36 MPay/3.9.1";
 const FAST: TimeScale = TimeScale { speedup: 1000 };
@@ -689,7 +690,7 @@ mod alipay_plus {
     }
 
     #[tokio::test]
-    async fn cancelling_a_paid_payment_reverses_it() {
+    async fn close_refuses_a_paid_payment_and_only_reverse_gives_the_money_back() {
         let wallet = Wallet::start(FAST).await;
         let code = wallet.test_code("MPAY", "pays_at_once").await;
         let outcome = wallet
@@ -705,23 +706,70 @@ mod alipay_plus {
         else {
             panic!("{outcome:?}");
         };
-        wallet
-            .adapter
-            .close(&OrderRef {
-                order_id: "ord_reverse".into(),
-                wallet_ref: Some(wallet_ref.clone()),
-            })
-            .await
-            .unwrap();
+        let order = OrderRef {
+            order_id: "ord_reverse".into(),
+            wallet_ref: Some(wallet_ref.clone()),
+        };
+        assert!(matches!(
+            wallet.adapter.close(&order).await,
+            Err(AdapterError::Rejected { code, .. }) if code == "ORDER_IS_PAID"
+        ));
+        assert!(wallet.query("ord_reverse").await.unwrap().is_paid());
+        let day = macau_day(paid_at.unwrap());
+        assert!(
+            !wallet.statement(day).await.contains(",CANCEL,"),
+            "nothing reversed"
+        );
+
+        // The reversal is its own, explicitly named call.
+        wallet.adapter.reverse(&order).await.unwrap();
         assert_eq!(
             wallet.query("ord_reverse").await.unwrap(),
             WalletStatus::Closed
         );
-        let csv = wallet.statement(macau_day(paid_at.unwrap())).await;
+        let csv = wallet.statement(day).await;
         assert!(
             csv.contains(&format!(",{wallet_ref},{MPAY},CANCEL,1500,MOP,")),
             "{csv}"
         );
+    }
+
+    #[tokio::test]
+    async fn legacy_alipay_codes_from_the_shared_code_space_are_paid_by_alipay_cn() {
+        let wallet = Wallet::start(FAST).await;
+        // The 18-digit `28...` form, as the Alipay sandbox issues it.
+        let code = wallet.test_code("ALIPAY_CN", "pays_at_once").await;
+        assert!(code.len() == 18 && code.starts_with("28"), "{code}");
+        match wallet
+            .adapter
+            .charge_code(&wallet.charge("ord_cn_code", "9.90", &code))
+            .await
+            .unwrap()
+        {
+            ChargeOutcome::Succeeded { brand, amount, .. } => {
+                assert_eq!(brand.as_deref(), Some(ALIPAY_CN));
+                assert_eq!(amount, mop("9.90"));
+            }
+            other => panic!("{other:?}"),
+        }
+        let alipay_sandbox_code = format!("28{}0000", "1".repeat(12));
+        assert!(matches!(
+            wallet
+                .adapter
+                .charge_code(&wallet.charge("ord_cn_code_2", "1.00", &alipay_sandbox_code))
+                .await
+                .unwrap(),
+            ChargeOutcome::Succeeded { brand: Some(b), .. } if b == ALIPAY_CN
+        ));
+        // 16 digits is Alipay CN's shortest code but not an Alipay+ form.
+        assert!(matches!(
+            wallet
+                .adapter
+                .charge_code(&wallet.charge("ord_cn_code_3", "1.00", "2812345678900000"))
+                .await
+                .unwrap(),
+            ChargeOutcome::Failed { code, .. } if code == "USER_NOT_EXIST"
+        ));
     }
 
     // ---------------------------------------------------------------------------------
@@ -922,26 +970,32 @@ mod alipay_plus {
     }
 
     #[tokio::test]
-    async fn a_retried_notification_is_signed_with_a_newer_request_time() {
+    async fn a_retried_notification_resends_the_first_request_time_and_still_verifies() {
         // 100x: the 2-minute first retry comes 1.2 s later, past the header's 1 s resolution.
         let wallet = Wallet::start(TimeScale { speedup: 100 }).await;
         *wallet.receiver.mode.lock().unwrap() = ReceiverMode::WrongAck;
-        let cashier = redirect_url(&wallet.entry_order("ord_resign", "3.00").await);
+        let cashier = redirect_url(&wallet.entry_order("ord_resend", "3.00").await);
         wallet.pay_on_cashier(&cashier).await;
         wallet.wait_for_deliveries(|log| log.len() >= 2).await;
         *wallet.receiver.mode.lock().unwrap() = ReceiverMode::Correct;
-        let sent: Vec<DateTime<FixedOffset>> = wallet
-            .receiver
-            .raw
-            .lock()
-            .unwrap()
-            .iter()
-            .take(2)
-            .map(|cb| wire::parse_time(cb.header(wire::HEADER_REQUEST_TIME).unwrap()).unwrap())
-            .collect();
-        assert!(sent[1] > sent[0], "{sent:?}");
-        // Both attempts verified with the adapter, each under its own signature.
+        let attempts: Vec<RawCallback> = wallet.receiver.raw.lock().unwrap()[..2].to_vec();
+        for name in ["client-id", "request-time", "signature"] {
+            assert_eq!(attempts[0].header(name), attempts[1].header(name), "{name}");
+        }
+        assert_eq!(attempts[0].body(), attempts[1].body(), "same bytes");
+        // Both attempts verified with the adapter, under the one signature.
         assert!(wallet.events().len() >= 2);
+        // Received a day later, the same bytes still pass the default window, and
+        // the event id is the same, so the gateway applies it once.
+        let late = RawCallback::new(
+            "POST",
+            attempts[1].path(),
+            attempts[1].headers().to_vec(),
+            attempts[1].body().to_vec(),
+            attempts[1].received_at() + chrono::Duration::hours(24),
+        );
+        let event = wallet.adapter.verify_callback(&late).unwrap();
+        assert_eq!(event.event_id(), wallet.events()[0].event_id());
     }
 
     #[tokio::test]
@@ -1001,7 +1055,7 @@ mod alipay_plus {
         let at = flipped.iter().position(|b| *b == b'6').unwrap();
         flipped[at] = b'9';
         let other_key = RsaPrivateKey::generate_2048().unwrap();
-        let stale = wire::format_time(&(genuine.received_at() - chrono::Duration::minutes(6)));
+        let stale = wire::format_time(&(genuine.received_at() - chrono::Duration::hours(37)));
         let forged = [
             (
                 "one byte of the body flipped",
@@ -1059,11 +1113,11 @@ mod alipay_plus {
                 ),
             ),
             (
-                "a genuine callback replayed ten minutes later",
+                "a genuine callback replayed 37 hours later",
                 rebuild(
                     genuine.headers().to_vec(),
                     genuine.body().to_vec(),
-                    genuine.received_at() + chrono::Duration::minutes(10),
+                    genuine.received_at() + chrono::Duration::hours(37),
                 ),
             ),
         ];
@@ -1074,6 +1128,26 @@ mod alipay_plus {
                 "{what}"
             );
         }
+        // With a 5-minute window configured, a replay 6 minutes later is refused.
+        let mut config = AlipayPlusConfig::new(
+            &wallet.base,
+            LOCAL_CLIENT_ID,
+            copy(&wallet.keys.merchant),
+            wallet.keys.wallet.public_key().unwrap(),
+        );
+        config.notify_window = Duration::from_secs(5 * 60);
+        let narrow = AlipayPlusAdapter::new(config).unwrap();
+        assert!(narrow.verify_callback(&genuine).is_ok());
+        let replayed = rebuild(
+            genuine.headers().to_vec(),
+            genuine.body().to_vec(),
+            genuine.received_at() + chrono::Duration::minutes(6),
+        );
+        assert_eq!(
+            narrow.verify_callback(&replayed),
+            Err(AdapterError::BadSignature)
+        );
+        assert!(wallet.adapter.verify_callback(&replayed).is_ok());
         // The forging harness itself is sound: re-signed with the wallet key and a
         // fresh time, the same body verifies.
         let fresh = wire::format_time(&Utc::now());
@@ -1145,6 +1219,148 @@ mod alipay_plus {
         );
         // The retry with the same id goes through.
         assert!(wallet.adapter.create_order(&order).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn an_unsigned_http_4xx_is_a_non_retryable_transport_error_never_a_refusal() {
+        let wallet = Wallet::start(FAST).await;
+        for status in [400u16, 403, 404] {
+            wallet.set_faults(json!({"http_status": [status]})).await;
+            let order_id = format!("ord_http_{status}");
+            let order = wallet.order(&order_id, "2.00", PayMode::StaticEntry);
+            let first = wallet.adapter.create_order(&order).await;
+            assert!(
+                matches!(
+                    &first,
+                    Err(AdapterError::Transport { retryable: false, message }) if message.contains(&status.to_string())
+                ),
+                "{status}: {first:?}"
+            );
+            // Nothing reached the wallet; once the path is clear the same id works.
+            assert!(matches!(
+                wallet.query(&order_id).await,
+                Err(AdapterError::Rejected { code, .. }) if code == "ORDER_NOT_EXIST"
+            ));
+            assert!(wallet.adapter.create_order(&order).await.is_ok());
+        }
+        // A refund meeting a 4xx stays undecided (the gateway keeps it pending).
+        let (payment_id, _) = paid_order(&wallet, "ord_http_refund", "5.00").await;
+        wallet.set_faults(json!({"http_status": [403]})).await;
+        let refund = RefundRequest {
+            order_id: "ord_http_refund".into(),
+            wallet_ref: Some(payment_id),
+            refund_id: "rf_http".into(),
+            amount: mop("1.00"),
+            total: mop("5.00"),
+            reason: None,
+            notify_url: None,
+        };
+        assert!(matches!(
+            wallet.adapter.refund(&refund).await,
+            Err(AdapterError::Transport {
+                retryable: false,
+                ..
+            })
+        ));
+        assert!(matches!(
+            wallet.adapter.refund(&refund).await,
+            Ok(RefundOutcome::Succeeded { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn empty_merchant_fields_are_omitted_and_the_wallet_refuses_any_empty_string() {
+        let wallet = Wallet::start(FAST).await;
+        let mut order = wallet.order("ord_no_ids", "2.00", PayMode::StaticEntry);
+        order.merchant = MerchantInfo {
+            merchant_id: " ".into(),
+            name: String::new(),
+            mcc: String::new(),
+            city: String::new(),
+            country: String::new(),
+            store_id: Some(String::new()),
+            store_name: Some(String::new()),
+            ..MerchantInfo::default()
+        };
+        order.description = String::new();
+        // Omitted, not sent as "": the wallet names the missing field.
+        assert!(matches!(
+            wallet.adapter.create_order(&order).await,
+            Err(AdapterError::Rejected { code, message }) if code == "PARAM_ILLEGAL" && message.contains("referenceMerchantId is required")
+        ));
+        let mut order = wallet.order("ord_no_store", "2.00", PayMode::StaticEntry);
+        order.merchant.store_id = Some(String::new());
+        order.merchant.store_name = None;
+        order.merchant.name = String::new();
+        order.description = "  ".into();
+        assert!(wallet.adapter.create_order(&order).await.is_ok());
+
+        // A request that does carry "" is refused, whatever the field.
+        let body = json!({
+            "paymentRequestId": "ord_empty_string",
+            "paymentId": "",
+        })
+        .to_string();
+        let time = wire::format_time(&Utc::now());
+        let path = format!("/sandbox/alipay_plus{}", wire::INQUIRY_PATH);
+        let signature = wire::sign(
+            &wallet.keys.merchant,
+            1,
+            &path,
+            LOCAL_CLIENT_ID,
+            &time,
+            body.as_bytes(),
+        )
+        .unwrap();
+        let answer: Value = wallet
+            .http
+            .post(format!("{}{}", wallet.base, wire::INQUIRY_PATH))
+            .header(wire::HEADER_CLIENT_ID, LOCAL_CLIENT_ID)
+            .header(wire::HEADER_REQUEST_TIME, &time)
+            .header(wire::HEADER_SIGNATURE, signature)
+            .header("Content-Type", "application/json; charset=UTF-8")
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(answer["result"]["resultCode"], "PARAM_ILLEGAL", "{answer}");
+        assert!(
+            answer["result"]["resultMessage"]
+                .as_str()
+                .unwrap()
+                .contains("paymentId"),
+            "{answer}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_user_agent_names_the_wallet_and_the_brand_hint_is_only_a_fallback() {
+        let wallet = Wallet::start(FAST).await;
+        // An AlipayHK in-app browser, whatever the hint says.
+        let mut order = wallet.order("ord_hint_ua", "8.00", PayMode::StaticEntry);
+        order.user_agent = Some(HK_USER_AGENT.into());
+        let created = wallet.adapter.create_order(&order).await.unwrap();
+        wallet.pay_on_cashier(&redirect_url(&created)).await;
+        match wallet.query("ord_hint_ua").await.unwrap() {
+            WalletStatus::Succeeded { brand, .. } => assert_eq!(brand.as_deref(), Some(ALIPAY_HK)),
+            other => panic!("{other:?}"),
+        }
+        // A hint the wallet does not know is ignored, not a refusal.
+        let mut order = wallet.order("ord_hint_unknown", "8.00", PayMode::DynamicQr);
+        order.user_agent = None;
+        order.brand_params = BTreeMap::from([("psp".to_owned(), "NOT_A_WALLET".to_owned())]);
+        let created = wallet.adapter.create_order(&order).await.unwrap();
+        let PayAction::QrString { data } = created.action else {
+            panic!("{:?}", created.action);
+        };
+        wallet.pay_on_cashier(&data).await;
+        match wallet.query("ord_hint_unknown").await.unwrap() {
+            WalletStatus::Succeeded { brand, .. } => assert_eq!(brand.as_deref(), Some(MPAY)),
+            other => panic!("{other:?}"),
+        }
     }
 
     #[tokio::test]

@@ -516,30 +516,103 @@ async fn the_same_refund_id_retried_refunds_once() {
     let request = app.refund(&order, "rf_retry", 3000);
     let first = app.adapter.refund(&request).await.unwrap();
     let second = app.adapter.refund(&request).await.unwrap();
-    assert_eq!(first, second, "the earlier answer, same aid");
+    assert_eq!(
+        first, second,
+        "the earlier refund, found by its payload: same aid"
+    );
     let details = app.adapter.order_details(&order).await.unwrap();
     assert_eq!(details.canceled_amount.unwrap().total, 3000);
-    assert_eq!(
-        details
-            .payment_action_details
-            .iter()
-            .filter(|a| a.payment_action_type == "CANCEL")
-            .count(),
-        1
-    );
-    // The same id for another amount is a client bug, refused.
-    assert_eq!(
-        rejected_code(
-            app.adapter
-                .refund(&app.refund(&order, "rf_retry", 4000))
-                .await
-        ),
-        "-2"
-    );
+    assert_eq!(cancels_of(&details, "rf_retry"), 1);
+    // The same id for another amount is a client bug, refused without cancelling.
+    assert!(matches!(
+        app.adapter
+            .refund(&app.refund(&order, "rf_retry", 4000))
+            .await,
+        Err(AdapterError::AmountMismatch { .. })
+    ));
     // Even after a full refund, a retry of the last one still gets its answer.
     let last = app.refund(&order, "rf_rest", 9000);
     let done = app.adapter.refund(&last).await.unwrap();
     assert_eq!(app.adapter.refund(&last).await.unwrap(), done);
+    let details = app.adapter.order_details(&order).await.unwrap();
+    assert_eq!(details.canceled_amount.unwrap().total, 12000);
+    assert_eq!(details.status, "CANCEL_PAYMENT");
+}
+
+/// How many `CANCEL` entries of the wallet's record carry `payload`.
+fn cancels_of(details: &wire::OrderResponse, payload: &str) -> usize {
+    details
+        .payment_action_details
+        .iter()
+        .filter(|a| a.payment_action_type == "CANCEL" && a.payload.as_deref() == Some(payload))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refund_whose_answer_was_lost_is_reconciled_from_the_order_and_never_repeated() {
+    let app = spawn_app().await;
+    let order = app.paid(12000).await;
+    let request = app.refund(&order, "rf_lost", 5000);
+    // The wallet applies the cancel, then the answer is lost (HTTP 500).
+    app.faults(serde_json::json!({ "lose_answers": 1 })).await;
+    let outcome = app.adapter.refund(&request).await.unwrap();
+    let RefundOutcome::Succeeded {
+        wallet_refund_ref: Some(aid),
+    } = &outcome
+    else {
+        panic!("expected the reconciled refund, got {outcome:?}");
+    };
+    let details = app.adapter.order_details(&order).await.unwrap();
+    assert_eq!(details.canceled_amount.as_ref().unwrap().total, 5000);
+    assert_eq!(cancels_of(&details, "rf_lost"), 1);
+    let entry = details
+        .payment_action_details
+        .iter()
+        .find(|a| a.payload.as_deref() == Some("rf_lost"))
+        .unwrap();
+    assert_eq!(&entry.aid, aid);
+    // The gateway retrying the same refund gets the same answer and moves nothing.
+    assert_eq!(app.adapter.refund(&request).await.unwrap(), outcome);
+    let details = app.adapter.order_details(&order).await.unwrap();
+    assert_eq!(details.canceled_amount.unwrap().total, 5000);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wallet_has_no_cancel_dedupe_and_a_stale_cancellable_amount_is_refused() {
+    // Kakao's cancel has no idempotency key: what the adapter must never rely on.
+    let app = spawn_app().await;
+    let order = app.paid(12000).await;
+    let secret = local_secret_key(&test_keys()).unwrap();
+    let cancel = |available: Option<i64>| wire::CancelRequest {
+        cid: wire::TEST_CID.into(),
+        cid_secret: None,
+        tid: TestApp::tid(&order).into(),
+        cancel_amount: 1000,
+        cancel_tax_free_amount: 0,
+        cancel_vat_amount: None,
+        cancel_available_amount: available,
+        payload: Some("same_payload".into()),
+    };
+    let send = |request: wire::CancelRequest| {
+        app.browser
+            .post(format!("{}{}", app.sandbox_url, wire::CANCEL_PATH))
+            .header("Authorization", wire::authorization(secret.expose()))
+            .json(&request)
+            .send()
+    };
+    for _ in 0..2 {
+        assert_eq!(send(cancel(None)).await.unwrap().status().as_u16(), 200);
+    }
+    let details = app.adapter.order_details(&order).await.unwrap();
+    assert_eq!(cancels_of(&details, "same_payload"), 2, "cancelled twice");
+    assert_eq!(details.canceled_amount.unwrap().total, 2000);
+    // With the optimistic check, a repeat made on stale knowledge is refused.
+    let response = send(cancel(Some(11000))).await.unwrap();
+    assert_eq!(response.status().as_u16(), 400);
+    let refusal: wire::ErrorBody = response.json().await.unwrap();
+    assert_eq!(refusal.error_code, wire::codes::CANCEL_AVAILABLE_MISMATCH);
+    let details = app.adapter.order_details(&order).await.unwrap();
+    assert_eq!(details.canceled_amount.unwrap().total, 2000);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -606,7 +679,7 @@ async fn a_refund_of_an_unpaid_payment_is_refused_and_does_not_abort_it() {
                 .refund(&app.refund(&order, "rf_early", 12000))
                 .await
         ),
-        "-725"
+        "NOT_APPROVED"
     );
     assert_eq!(
         app.adapter.query(&order).await.unwrap(),
@@ -696,6 +769,7 @@ async fn injected_server_errors_are_retryable_except_for_approve() {
             .is_paid()
     );
 
+    // A refund's first call reads the order: failing there is safe to repeat.
     app.faults(serde_json::json!({ "fail_requests": 1 })).await;
     let refund = app.refund(&paid_later, "rf_5xx", 1000);
     assert!(
@@ -706,6 +780,8 @@ async fn injected_server_errors_are_retryable_except_for_approve() {
             .is_retryable()
     );
     assert!(app.adapter.refund(&refund).await.is_ok());
+    let details = app.adapter.order_details(&paid_later).await.unwrap();
+    assert_eq!(cancels_of(&details, "rf_5xx"), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -779,6 +779,51 @@ async fn declined_or_invalid_customer_codes_fail_with_the_wallet_error_code() {
 }
 
 #[tokio::test]
+async fn micropay_request_errors_are_refusals_of_our_request_not_shopper_declines() {
+    let w = spawn_wallet(FAST).await;
+    let code = w.test_code("pays_at_once").await;
+    w.adapter
+        .charge_code(&w.charge("o_code_0020", mop("3.00"), &code))
+        .await
+        .unwrap();
+    // The same order number for another amount: WeChat's OUT_TRADE_NO_USED.
+    let reused = w
+        .adapter
+        .charge_code(&w.charge("o_code_0020", mop("4.00"), &code))
+        .await;
+    assert!(
+        matches!(&reused, Err(AdapterError::Rejected { code, .. }) if code == "OUT_TRADE_NO_USED"),
+        "{reused:?}"
+    );
+    // An order number WeChat's format refuses: PARAM_ERROR.
+    let bad_id = w
+        .adapter
+        .charge_code(&w.charge("o_c", mop("3.00"), &code))
+        .await;
+    assert!(
+        matches!(&bad_id, Err(AdapterError::Rejected { code, .. }) if code == "PARAM_ERROR"),
+        "{bad_id:?}"
+    );
+    // The first charge is untouched.
+    assert!(w.query("o_code_0020").await.unwrap().is_paid());
+}
+
+#[tokio::test]
+async fn a_blank_description_is_sent_as_the_order_number_which_wechat_requires() {
+    let w = spawn_wallet(FAST).await;
+    let mut order = w.order("o_blank_0001", mop("5.00"), PayMode::DynamicQr);
+    order.description = "   ".into();
+    w.adapter.create_order(&order).await.unwrap();
+    let code = w.test_code("pays_at_once").await;
+    let mut charge = w.charge("o_blank_0002", mop("5.00"), &code);
+    charge.description = String::new();
+    assert!(matches!(
+        w.adapter.charge_code(&charge).await.unwrap(),
+        ChargeOutcome::Succeeded { .. }
+    ));
+}
+
+#[tokio::test]
 async fn micropay_signed_with_another_v2_key_is_refused_and_charges_nothing() {
     let w = spawn_wallet(FAST).await;
     let wrong = w.adapter_with(|c| c.api_v2_key = SecretText::new("f".repeat(32)));

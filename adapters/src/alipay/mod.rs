@@ -31,6 +31,12 @@
 //!   other failures -> `Rejected { code: sub_code or code }`, except that a `40004`
 //!   answer to `pay` is the shopper's refusal -> `ChargeOutcome::Failed`. Transport
 //!   failures (connect, timeout, HTTP 5xx) are all retryable for the same reason.
+//!   Any other non-2xx (an HTTP 4xx) is `Transport { retryable: false }`, never
+//!   `Rejected`: Alipay answers every refusal with HTTP 200 and a (signed) body, so
+//!   a 4xx comes from something in front of it (proxy, firewall, wrong URL); it is
+//!   unauthenticated and says nothing about the payment, so it must not fail an
+//!   order or a refund, and repeating the request would meet the same answer — it
+//!   needs a person, and `query` says what happened.
 //! - **Modes**: `DynamicQr` = precreate -> `PayAction::QrString { qr_code }`.
 //!   `StaticEntry` (the static plate opened inside the Alipay app) = the community
 //!   trick of §1.10: precreate, then redirect the in-app browser to `qr_code`
@@ -54,9 +60,10 @@
 //! - **Expiry**: `timeout_express` = whole minutes left until `expires_at`, rounded
 //!   down, at least `1m`.
 //! - **Query**: `ACQ.TRADE_NOT_EXIST` -> `Pending` (a precreate trade does not exist
-//!   at Alipay until the shopper scans the QR). `TRADE_CLOSED` with `send_pay_date`
-//!   -> `Refunded` (paid, then fully refunded or cancelled), without -> `Closed`.
-//!   Partial refunds leave `TRADE_SUCCESS` (-> `Succeeded`).
+//!   at Alipay until the shopper scans the QR). `TRADE_CLOSED` with any sign of a
+//!   capture (`send_pay_date`, or a non-zero `buyer_pay_amount` / `receipt_amount`)
+//!   -> `Refunded` (paid, then fully refunded or cancelled: never "never paid"),
+//!   without any -> `Closed`. Partial refunds leave `TRADE_SUCCESS` (-> `Succeeded`).
 //! - **Close** = `alipay.trade.close` (for `WAIT_BUYER_PAY`). On
 //!   `ACQ.TRADE_NOT_EXIST` (QR never scanned) it falls back to `alipay.trade.cancel`,
 //!   which per Alipay's cancel doc records the order closed so a later scan cannot
@@ -79,16 +86,22 @@
 //!   timestamp window (it retries for 25 h); deduplication is by `notify_id`
 //!   (`event_id`). An authentic notification for another `app_id` is
 //!   `BadSignature`: it is not addressed to us, and answering it as authentic would
-//!   let one Alipay app's traffic move our orders. Mapping: `out_biz_no` present ->
-//!   `RefundSucceeded` (refund id = `out_biz_no`; `amount` = `refund_fee`, which
-//!   Alipay defines as the trade's CUMULATIVE refunded total, not this refund's
-//!   amount); `TRADE_SUCCESS` / `TRADE_FINISHED` -> `PaymentSucceeded`
-//!   (`total_amount`, `gmt_payment`); `TRADE_CLOSED` never paid ->
+//!   let one Alipay app's traffic move our orders. The same holds for `seller_id`
+//!   when [`AlipayConfig::seller_id`] is set (§1.8 step 4; local mode sets it).
+//!   Mapping: `out_biz_no` present -> `RefundSucceeded` (refund id = `out_biz_no`;
+//!   `refunded_total` = `refund_fee`, which Alipay defines as the trade's
+//!   CUMULATIVE refunded total; the notification names no per-refund amount, so
+//!   `amount` is that same cumulative figure — the one adapter where `amount` is
+//!   not this refund's amount, and the gateway must check `refunded_total`);
+//!   `TRADE_SUCCESS` / `TRADE_FINISHED` -> `PaymentSucceeded` (`total_amount`,
+//!   `gmt_payment`); `TRADE_CLOSED` with no sign of a capture (no `gmt_payment`,
+//!   and `buyer_pay_amount`, `receipt_amount`, `refund_fee` absent or zero) ->
 //!   `PaymentFailed { code: "TRADE_CLOSED" }` (closed unpaid: timeout, close or
-//!   cancel); `TRADE_CLOSED` after payment without `out_biz_no` (a cancel reversal)
-//!   and `WAIT_BUYER_PAY` or an unrecognised status -> `Informational` (the
-//!   reconciler's `query` tells the rest). Amounts are reported faithfully; the
-//!   gateway compares them with the order.
+//!   cancel); `TRADE_CLOSED` with any of them (paid, then reversed or fully
+//!   refunded: wallets.md §0) without `out_biz_no`, `WAIT_BUYER_PAY` or an
+//!   unrecognised status -> `Informational` (never a failure; the reconciler's
+//!   `query` reports `Refunded`). Amounts are reported faithfully; the gateway
+//!   compares them with the order.
 //! - **Ack**: `Processed` -> HTTP 200 `text/plain` body exactly `success` (7 bytes);
 //!   `RetryLater` -> 500 `fail`; `Rejected` -> 401 `fail` (Alipay retries on anything
 //!   but `success`). The sandbox's retry schedule after the first attempt: 4m, 10m,
@@ -133,6 +146,9 @@ pub struct AlipayConfig {
     pub merchant_key: RsaPrivateKey,
     /// The Alipay public key (支付宝公钥) that signs answers and notifications.
     pub alipay_public_key: RsaPublicKey,
+    /// Our merchant PID (`2088...`). When set, a notification whose `seller_id` is
+    /// not this one is refused (wallets.md §1.8 step 4).
+    pub seller_id: Option<String>,
     pub connect_timeout: Duration,
     /// Whole-request deadline (send and read the answer).
     pub timeout: Duration,
@@ -154,6 +170,7 @@ impl AlipayConfig {
             app_id: app_id.into(),
             merchant_key,
             alipay_public_key,
+            seller_id: None,
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             timeout: Self::DEFAULT_TIMEOUT,
         }
@@ -167,6 +184,7 @@ impl fmt::Debug for AlipayConfig {
             .field("app_id", &self.app_id)
             .field("merchant_key", &"***")
             .field("alipay_public_key", &self.alipay_public_key)
+            .field("seller_id", &self.seller_id)
             .field("connect_timeout", &self.connect_timeout)
             .field("timeout", &self.timeout)
             .finish()
@@ -460,7 +478,7 @@ pub fn notify_event(notify: &wire::Notify) -> Result<WalletEvent, AdapterError> 
     }
     let currency = wire::currency_of(notify.trans_currency.as_deref())?;
     if let Some(refund_id) = notify.out_biz_no.as_deref().filter(|r| !r.is_empty()) {
-        let amount = notify
+        let refunded_total = notify
             .refund_fee
             .as_deref()
             .ok_or_else(|| AdapterError::Malformed("refund notification without refund_fee".into()))
@@ -469,10 +487,18 @@ pub fn notify_event(notify: &wire::Notify) -> Result<WalletEvent, AdapterError> 
             order_id,
             refund_id: refund_id.to_owned(),
             wallet_refund_ref: None,
-            amount,
+            // The notification names no per-refund amount: see the module doc.
+            amount: refunded_total,
+            refunded_total: Some(refunded_total),
             event_id,
         });
     }
+    // TRADE_CLOSED is also "paid, then fully refunded" (wallets.md §0): any sign of
+    // a capture keeps it from ever reading as a failed payment.
+    let captured = notify.gmt_payment.is_some()
+        || wire::shows_capture(notify.buyer_pay_amount.as_deref(), currency)
+        || wire::shows_capture(notify.receipt_amount.as_deref(), currency)
+        || wire::shows_capture(notify.refund_fee.as_deref(), currency);
     match notify.trade_status {
         wire::TradeStatus::TradeSuccess | wire::TradeStatus::TradeFinished => {
             if notify.trade_no.is_empty() {
@@ -496,16 +522,12 @@ pub fn notify_event(notify: &wire::Notify) -> Result<WalletEvent, AdapterError> 
                 brand: None,
             })
         }
-        wire::TradeStatus::TradeClosed
-            if notify.gmt_payment.is_none() && notify.refund_fee.is_none() =>
-        {
-            Ok(WalletEvent::PaymentFailed {
-                order_id,
-                event_id,
-                code: "TRADE_CLOSED".into(),
-                message: "closed unpaid (timeout, close or cancel)".into(),
-            })
-        }
+        wire::TradeStatus::TradeClosed if !captured => Ok(WalletEvent::PaymentFailed {
+            order_id,
+            event_id,
+            code: "TRADE_CLOSED".into(),
+            message: "closed unpaid (timeout, close or cancel)".into(),
+        }),
         wire::TradeStatus::TradeClosed => Ok(WalletEvent::Informational {
             order_id: Some(order_id),
             event_id,
@@ -777,6 +799,11 @@ impl WalletAdapter for AlipayAdapter {
         if notify.app_id != self.config.app_id {
             return Err(AdapterError::BadSignature);
         }
+        if let Some(seller) = self.config.seller_id.as_deref()
+            && notify.seller_id.as_deref() != Some(seller)
+        {
+            return Err(AdapterError::BadSignature);
+        }
         notify_event(&notify)
     }
 
@@ -854,6 +881,32 @@ mod tests {
     }
 
     #[test]
+    fn a_closed_notification_with_any_captured_amount_is_never_a_failed_payment() {
+        let edits: [fn(&mut wire::Notify); 4] = [
+            |n| n.buyer_pay_amount = Some("88.80".into()),
+            |n| n.receipt_amount = Some("88.80".into()),
+            |n| n.refund_fee = Some("88.80".into()),
+            |n| n.receipt_amount = Some("garbled".into()),
+        ];
+        for edit in edits {
+            let mut closed = notify(wire::TradeStatus::TradeClosed);
+            edit(&mut closed);
+            let event = notify_event(&closed).unwrap();
+            assert!(
+                matches!(event, WalletEvent::Informational { .. }),
+                "{closed:?} -> {event:?}"
+            );
+        }
+        let mut zero = notify(wire::TradeStatus::TradeClosed);
+        zero.buyer_pay_amount = Some("0.00".into());
+        zero.receipt_amount = Some("0.00".into());
+        assert!(matches!(
+            notify_event(&zero),
+            Ok(WalletEvent::PaymentFailed { .. })
+        ));
+    }
+
+    #[test]
     fn refund_notification_carries_out_biz_no_and_cumulative_refund_fee() {
         let mut refund = notify(wire::TradeStatus::TradeClosed);
         refund.out_biz_no = Some("RF-2".into());
@@ -865,6 +918,7 @@ mod tests {
                 refund_id: "RF-2".into(),
                 wallet_refund_ref: None,
                 amount: Money::parse("88.80", Currency::Mop).unwrap(),
+                refunded_total: Some(Money::parse("88.80", Currency::Mop).unwrap()),
                 event_id: "N-1".into(),
             })
         );

@@ -139,6 +139,7 @@ impl Trade {
             trade_status: None,
             total_amount: Some(wire::amount_string(&self.total)),
             receipt_amount: paid.then(|| wire::amount_string(&self.total)),
+            buyer_pay_amount: paid.then(|| wire::amount_string(&self.total)),
             trans_currency: wire::trans_currency(self.total.currency()),
             buyer_logon_id: Some(BUYER_LOGON_ID.into()),
             buyer_user_id: Some(BUYER_ID.into()),
@@ -1171,6 +1172,9 @@ async fn gateway(
             .content_type("application/json;charset=utf-8")
             .body(body.to_string());
     }
+    if let Some(answer) = sandbox.faults.take_http_status() {
+        return answer;
+    }
     let sandbox = sandbox.into_inner();
     let now = Utc::now();
     let params = match sandbox.check_request(request.query_string(), &body, now) {
@@ -1321,12 +1325,14 @@ fn copy_key(key: &RsaPrivateKey) -> Result<RsaPrivateKey, AdapterError> {
 /// The adapter configuration that talks to a local sandbox at `public_base_url`
 /// (tests adjust its timeouts or keys before [`AlipayAdapter::new`]).
 pub fn local_config(public_base_url: &str, keys: &LocalKeys) -> Result<AlipayConfig, AdapterError> {
-    Ok(AlipayConfig::new(
+    let mut config = AlipayConfig::new(
         public_base_url.trim_end_matches('/'),
         LOCAL_APP_ID,
         copy_key(&keys.merchant)?,
         keys.wallet.public_key().map_err(key_error)?,
-    ))
+    );
+    config.seller_id = Some(SELLER_ID.to_owned());
+    Ok(config)
 }
 
 /// A sandbox reachable at `public_base_url` and an adapter configured to talk to it.

@@ -706,8 +706,12 @@ pub struct TradeResponse {
     pub trade_status: Option<TradeStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub total_amount: Option<String>,
+    /// What the merchant received; present (and positive) only once paid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt_amount: Option<String>,
+    /// What the shopper paid; present (and positive) only once paid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buyer_pay_amount: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trans_currency: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -790,12 +794,23 @@ pub struct RefundQueryResponse {
     pub trans_currency: Option<String>,
 }
 
+/// Whether an amount field says money was captured: present and not zero. A value
+/// that does not parse counts as captured: when in doubt, never "never paid".
+pub fn shows_capture(amount: Option<&str>, currency: Currency) -> bool {
+    amount
+        .filter(|a| !a.trim().is_empty())
+        .is_some_and(|a| Money::parse_allow_zero(a, currency).map_or(true, |m| !m.is_zero()))
+}
+
 /// What `alipay.trade.query` says, in neutral terms.
 ///
-/// `TRADE_CLOSED` is ambiguous (wallets.md §0 pitfall): a trade with `send_pay_date`
-/// was paid, so closed means fully refunded (or cancelled after payment), reported
-/// as [`WalletStatus::Refunded`]; without it, closed unpaid. An unrecognised status
-/// (or none) is [`WalletStatus::Unknown`] with the text Alipay sent, never success.
+/// `TRADE_CLOSED` is ambiguous (wallets.md §0 and §1.9): closed unpaid, cancelled, or
+/// paid and then fully refunded. Any sign of a capture — `send_pay_date`, or a
+/// non-zero `buyer_pay_amount` or `receipt_amount` — makes it
+/// [`WalletStatus::Refunded`] (paid, then refunded or reversed in full), which the
+/// gateway settles as a capture and never as "never paid"; only a closed trade
+/// with none of them is [`WalletStatus::Closed`]. An unrecognised status (or none)
+/// is [`WalletStatus::Unknown`] with the text Alipay sent, never success.
 pub fn wallet_status(response: &TradeResponse, raw: &str) -> Result<WalletStatus, AdapterError> {
     let paid = |response: &TradeResponse| -> Result<(String, Money), AdapterError> {
         let trade_no = response
@@ -822,7 +837,7 @@ pub fn wallet_status(response: &TradeResponse, raw: &str) -> Result<WalletStatus
                 brand: None,
             })
         }
-        Some(TradeStatus::TradeClosed) if response.send_pay_date.is_some() => {
+        Some(TradeStatus::TradeClosed) if was_captured(response)? => {
             let (wallet_ref, amount) = paid(response)?;
             Ok(WalletStatus::Refunded {
                 wallet_ref,
@@ -833,6 +848,14 @@ pub fn wallet_status(response: &TradeResponse, raw: &str) -> Result<WalletStatus
         Some(TradeStatus::TradeClosed) => Ok(WalletStatus::Closed),
         Some(TradeStatus::Unknown) | None => Ok(WalletStatus::Unknown(raw_trade_status(raw))),
     }
+}
+
+/// Did this trade ever capture money (see [`wallet_status`])?
+fn was_captured(response: &TradeResponse) -> Result<bool, AdapterError> {
+    let currency = currency_of(response.trans_currency.as_deref())?;
+    Ok(response.send_pay_date.is_some()
+        || shows_capture(response.buyer_pay_amount.as_deref(), currency)
+        || shows_capture(response.receipt_amount.as_deref(), currency))
 }
 
 /// The `trade_status` text as sent, truncated, for the logs.
@@ -1117,6 +1140,35 @@ mod tests {
         }
         let raw = value.to_string();
         (serde_json::from_str(&raw).unwrap(), raw)
+    }
+
+    #[test]
+    fn a_closed_trade_with_any_sign_of_capture_is_refunded_never_closed_unpaid() {
+        let cny = |s| Money::parse(s, Currency::Cny).unwrap();
+        let refunded = Ok(WalletStatus::Refunded {
+            wallet_ref: "2024050122001000000000000001".into(),
+            amount: cny("88.80"),
+            refunded: Some(cny("88.80")),
+        });
+        for (field, value) in [
+            ("buyer_pay_amount", "88.80"),
+            ("receipt_amount", "88.80"),
+            ("receipt_amount", "not a number"),
+        ] {
+            let (_, raw) = query("TRADE_CLOSED", None);
+            let mut value_json: serde_json::Value = serde_json::from_str(&raw).unwrap();
+            value_json[field] = value.into();
+            let raw = value_json.to_string();
+            let response: TradeResponse = serde_json::from_str(&raw).unwrap();
+            assert_eq!(wallet_status(&response, &raw), refunded, "{field}={value}");
+        }
+        let (_, raw) = query("TRADE_CLOSED", None);
+        let mut zero: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        zero["buyer_pay_amount"] = "0.00".into();
+        zero["receipt_amount"] = "".into();
+        let raw = zero.to_string();
+        let response: TradeResponse = serde_json::from_str(&raw).unwrap();
+        assert_eq!(wallet_status(&response, &raw), Ok(WalletStatus::Closed));
     }
 
     #[test]

@@ -24,6 +24,13 @@
 //!   `POST <same path>\n<Client-Id>.<Response-Time>.<raw body>` and must echo our
 //!   `Client-Id`; an unsigned 2xx is refused. 5xx and 429 answers are not verified
 //!   (they come from front doors, not the wallet) and are retryable transport errors.
+//!   Any other non-2xx without a `Signature` is `Transport { retryable: false }`,
+//!   not `Rejected`: Alipay+ answers its own refusals in a signed `result`, so an
+//!   unsigned 4xx comes from something in front of it (proxy, firewall, wrong URL
+//!   or path); it proves nothing about the payment, must never fail an order or a
+//!   refund, and repeating the same request to the same URL would meet the same
+//!   answer — it needs a person (configuration), and `inquiryPayment` says what
+//!   happened.
 //! - Result model (§2.6): `result.resultStatus` S success, F final failure, U unknown.
 //!   F codes about our request itself (signature, key, parameters, idempotency
 //!   conflict — [`wire::codes::REQUEST_ERRORS`]) are `AdapterError::Rejected`;
@@ -42,32 +49,44 @@
 //! - ASSUMPTION (open question §11.6): the Order Code QR is read from
 //!   `orderCodeForm.codeDetails[]`, the entry with `displayType` `TEXT` (else the
 //!   first non-empty `codeValue`) → `PayAction::QrString`.
-//! - ASSUMPTION: when the brand registry gives a `psp` parameter (`MPAY`,
-//!   `ALIPAY_HK`, `KAKAOPAY`: the §2.7 enum) for an Entry or Order Code payment, it is
-//!   sent as `paymentMethod.paymentMethodMetaData.walletBrandName`. Alipay+ itself
-//!   identifies the wallet from the User-Agent (Entry Code) or the scanning app
-//!   (Order Code); the sandbox uses the hint to play the shopper's wallet. Confirm
-//!   with Alipay+ that the field is accepted (or drop the `psp` parameter) before
+//! - ASSUMPTION (not in wallets.md, which names `walletBrandName` only as the §2.7
+//!   enum): when the brand registry gives a `psp` parameter (`MPAY`, `ALIPAY_HK`,
+//!   `KAKAOPAY`) for an Entry or Order Code payment, it is sent as the optional
+//!   hint `paymentMethod.paymentMethodMetaData.walletBrandName`. Nothing depends on
+//!   it: Alipay+ identifies the wallet from the User-Agent (Entry Code) or the
+//!   scanning app (Order Code), the paying wallet comes back as `pspId`, and the
+//!   sandbox prefers the User-Agent and ignores an unknown hint. Confirm with
+//!   Alipay+ that the field is accepted (or drop the `psp` parameter) before
 //!   production. For customer codes the wallet is the code's issuer (CII prefix).
+//! - Optional fields are omitted, never `""` (§2.1): an empty merchant id, store id,
+//!   name or description is left out (the sandbox refuses any `""`).
 //! - `merchant.store` is required for Entry Code and UPM: when the merchant has no
 //!   store, the merchant itself is sent as its single store (`referenceStoreId` =
-//!   merchant id).
+//!   merchant id); with neither id there is no store (the wallet refuses it).
 //! - `inquiryPayment`: `result` says whether the inquiry worked (F → `Rejected`, e.g.
 //!   `ORDER_NOT_EXIST`; U → retryable); `paymentResult` is the payment: S →
 //!   `Succeeded` with `pspId` as `brand`, U → `Pending`, F `ORDER_IS_CLOSED` →
 //!   `Closed`, other F → `Failed`. Alipay+ inquiry does not report refunds, so a
 //!   refunded payment still reads `Succeeded` (the gateway holds the refund records).
-//! - `cancelPayment` closes an unpaid payment and REVERSES a paid one (the shopper
-//!   gets the money back); either way a later inquiry reads F `ORDER_IS_CLOSED` →
-//!   `Closed`. Cancelling an id Alipay+ has never seen is accepted and blocks a late
-//!   `pay` with that id (sandbox behaviour, the reason cancel exists for timeouts).
+//! - `close` is for unpaid payments only (the contract), but `cancelPayment` closes an
+//!   unpaid payment and REVERSES a paid one (the shopper gets the money back). So
+//!   `close` runs `inquiryPayment` first: paid (S) → `Rejected { ORDER_IS_PAID }`
+//!   (refund instead; nothing is sent); already closed or failed → `Ok`; pending
+//!   (U) or never seen (`ORDER_NOT_EXIST`) → `cancelPayment`. The reversal itself is
+//!   [`AlipayPlusAdapter::reverse`], for POS flows whose charge stayed unknown.
+//!   Left open: a shopper paying between the inquiry and the cancel is reversed.
+//!   After a cancel, inquiry reads F `ORDER_IS_CLOSED` → `Closed`. Cancelling an id
+//!   Alipay+ has never seen is accepted and blocks a late `pay` with that id (sandbox
+//!   behaviour, the reason cancel exists for timeouts).
 //! - `refund` needs Alipay+'s `paymentId`: when the gateway does not have it, the
 //!   adapter inquires by `paymentRequestId` first. Over-refund is F
 //!   `REFUND_AMOUNT_EXCEED` → `Rejected`.
 //! - `notifyPayment` (§2.5): verified over `POST <path the receiver saw>\n<Client-Id>.
 //!   <Request-Time>.<raw body>` with the wallet key, `Client-Id` must be ours, and
-//!   (our choice, a replay window) `Request-Time` must be within
-//!   [`AlipayPlusConfig::notify_window`] (5 minutes) of the receipt time. Missing or
+//!   (our choice, a replay window: Alipay+ defines none, §2.5/§11.5) `Request-Time`
+//!   must be within [`AlipayPlusConfig::notify_window`] (default 36 h, covering the
+//!   whole retry schedule even if retries resend the first attempt's headers) of
+//!   the receipt time. Missing or
 //!   repeated auth headers are `BadSignature`. S → `PaymentSucceeded` (amount =
 //!   `paymentAmount`, brand = raw `pspId`, mapped by the gateway with
 //!   `BrandRegistry::brand_for_psp_id`), F → `PaymentFailed`; any other status is
@@ -79,8 +98,9 @@
 //!   `UNKNOWN_EXCEPTION`; `Rejected` → HTTP 401 with F `INVALID_SIGNATURE`. Alipay+
 //!   retries anything but result S.
 //! - ASSUMPTION (open question §11.5): Alipay+ publishes no retry schedule for
-//!   `notifyPayment`; the sandbox retries immediately, then after 2 min, 10 min,
-//!   10 min, 1 h, 2 h, 6 h and 15 h (8 attempts over about 34 hours).
+//!   `notifyPayment`, nor whether a retry is re-signed; the sandbox retries
+//!   immediately, then after 2 min, 10 min, 10 min, 1 h, 2 h, 6 h and 15 h (8
+//!   attempts over about 34 hours), resending the first attempt's headers.
 
 pub mod sandbox;
 pub mod wire;
@@ -100,6 +120,10 @@ use crate::contract::{
 use crate::crypto::{RsaPrivateKey, RsaPublicKey};
 use crate::money::{Currency, Money};
 use wire::{ApiResult, ResultStatus, codes, non_empty, truncate};
+
+/// The code of the refusal when asked to close a payment that succeeded (Alipay
+/// answers `ACQ.TRADE_HAS_SUCCESS`, WeChat `ORDERPAID`, Kakao `ALREADY_APPROVED`).
+pub const ORDER_IS_PAID: &str = "ORDER_IS_PAID";
 
 /// Production host (accelerated global endpoint, §2.1).
 pub const PRODUCTION_BASE_URL: &str = "https://open-sea-global.alipayplus.com";
@@ -121,12 +145,19 @@ pub struct AlipayPlusConfig {
     /// Whole-request timeout (connect, send, wait, read).
     pub timeout: Duration,
     /// Replay window for `notifyPayment`'s `Request-Time`, either side of receipt.
+    /// Alipay+ defines none (wallets.md §2.5, §11.5), nor whether a retry is
+    /// re-signed; the default [`DEFAULT_NOTIFY_WINDOW`] therefore spans a full day
+    /// and a half of retries, and replays inside it are harmless because the gateway
+    /// deduplicates by event id. Narrow it only once Alipay+ confirms re-signing.
     pub notify_window: Duration,
 }
 
+/// The default `notifyPayment` replay window: 36 hours.
+pub const DEFAULT_NOTIFY_WINDOW: Duration = Duration::from_secs(36 * 60 * 60);
+
 impl AlipayPlusConfig {
     /// A configuration with the default timeouts (5 s connect, 15 s overall), key
-    /// version 1 and a 5-minute notification window.
+    /// version 1 and the [`DEFAULT_NOTIFY_WINDOW`].
     pub fn new(
         base_url: &str,
         client_id: &str,
@@ -141,7 +172,7 @@ impl AlipayPlusConfig {
             wallet_public_key,
             connect_timeout: Duration::from_secs(5),
             timeout: Duration::from_secs(15),
-            notify_window: Duration::from_secs(5 * 60),
+            notify_window: DEFAULT_NOTIFY_WINDOW,
         }
     }
 }
@@ -340,6 +371,31 @@ impl AlipayPlusAdapter {
         .await
     }
 
+    /// `cancelPayment` (§2.4): closes an unpaid payment and REVERSES a paid one —
+    /// the shopper gets all the money back. For a customer-code charge whose outcome
+    /// stayed unknown at the POS, and for [`WalletAdapter::close`] once it has seen
+    /// the payment unpaid. Never call it to "close" a payment that may be paid.
+    pub async fn reverse(&self, order: &OrderRef) -> Result<(), AdapterError> {
+        let response: wire::CancelResponse = self
+            .call(
+                wire::CANCEL_PATH,
+                &wire::CancelRequest {
+                    payment_request_id: non_empty(&order.order_id),
+                    payment_id: order.wallet_ref.as_deref().and_then(non_empty),
+                },
+            )
+            .await?;
+        match response.result.result_status {
+            ResultStatus::S => Ok(()),
+            ResultStatus::F => Err(response.result.rejected()),
+            ResultStatus::U => Err(unknown_result(wire::CANCEL_PATH, &response.result)),
+            ResultStatus::Unknown => Err(AdapterError::Malformed(format!(
+                "cancelPayment: result status not S/F/U (resultCode {})",
+                truncate(&response.result.result_code, 64)
+            ))),
+        }
+    }
+
     /// Alipay+'s `paymentId` of an order, by inquiry (refunds need it).
     async fn payment_id_of(&self, order_id: &str) -> Result<String, AdapterError> {
         let order = OrderRef {
@@ -369,23 +425,24 @@ fn merchant_of(merchant: &MerchantInfo) -> wire::Merchant {
         region: non_empty(&merchant.country),
         city: non_empty(&merchant.city),
     };
+    let merchant_id = non_empty(&merchant.merchant_id);
     let store_id = merchant
         .store_id
         .as_deref()
         .and_then(non_empty)
-        .unwrap_or_else(|| merchant.merchant_id.clone());
+        .or_else(|| merchant_id.clone());
     let store_name = merchant
         .store_name
         .as_deref()
         .and_then(non_empty)
         .or_else(|| non_empty(&merchant.name));
     wire::Merchant {
-        reference_merchant_id: merchant.merchant_id.clone(),
+        reference_merchant_id: merchant_id,
         merchant_name: non_empty(&merchant.name),
         merchant_mcc: non_empty(&merchant.mcc),
         merchant_address: (address.region.is_some() || address.city.is_some()).then_some(address),
-        store: Some(wire::Store {
-            reference_store_id: store_id,
+        store: store_id.map(|reference_store_id| wire::Store {
+            reference_store_id,
             store_name,
             store_mcc: non_empty(&merchant.mcc),
         }),
@@ -603,24 +660,38 @@ impl WalletAdapter for AlipayPlusAdapter {
     }
 
     async fn close(&self, order: &OrderRef) -> Result<(), AdapterError> {
-        let response: wire::CancelResponse = self
-            .call(
-                wire::CANCEL_PATH,
-                &wire::CancelRequest {
-                    payment_request_id: non_empty(&order.order_id),
-                    payment_id: order.wallet_ref.as_deref().and_then(non_empty),
-                },
-            )
-            .await?;
-        match response.result.result_status {
-            ResultStatus::S => Ok(()),
-            ResultStatus::F => Err(response.result.rejected()),
-            ResultStatus::U => Err(unknown_result(wire::CANCEL_PATH, &response.result)),
-            ResultStatus::Unknown => Err(AdapterError::Malformed(format!(
-                "cancelPayment: result status not S/F/U (resultCode {})",
-                truncate(&response.result.result_code, 64)
-            ))),
+        // cancelPayment would REVERSE a paid payment (§2.4); close is for unpaid
+        // payments only, so the payment is looked at first.
+        let inquiry = self.inquiry(order).await?;
+        match inquiry.result.result_status {
+            ResultStatus::S => match inquiry.wallet_status()? {
+                WalletStatus::Pending => {}
+                WalletStatus::Succeeded { .. } | WalletStatus::Refunded { .. } => {
+                    return Err(AdapterError::Rejected {
+                        code: ORDER_IS_PAID.to_owned(),
+                        message: "the payment succeeded: refund it instead of closing".to_owned(),
+                    });
+                }
+                // Already unpayable: closing again is a no-op.
+                WalletStatus::Closed | WalletStatus::Failed { .. } => return Ok(()),
+                WalletStatus::Unknown(status) => {
+                    return Err(AdapterError::Malformed(format!(
+                        "inquiryPayment status not understood ({status}); not closing"
+                    )));
+                }
+            },
+            // Never seen: cancelling records the id closed, so a late pay cannot land.
+            ResultStatus::F if inquiry.result.result_code == codes::ORDER_NOT_EXIST => {}
+            ResultStatus::F => return Err(inquiry.result.rejected()),
+            ResultStatus::U => return Err(unknown_result(wire::INQUIRY_PATH, &inquiry.result)),
+            ResultStatus::Unknown => {
+                return Err(AdapterError::Malformed(format!(
+                    "inquiryPayment: result status not S/F/U (resultCode {})",
+                    truncate(&inquiry.result.result_code, 64)
+                )));
+            }
         }
+        self.reverse(order).await
     }
 
     async fn refund(&self, req: &RefundRequest) -> Result<RefundOutcome, AdapterError> {
@@ -869,17 +940,37 @@ mod tests {
     }
 
     #[test]
-    fn stale_or_future_request_time_is_refused_even_when_signed() {
-        let (adapter, wallet) = adapter();
-        for (sent, received) in [(at(0), at(301)), (at(301), at(0))] {
+    fn stale_or_future_request_time_is_refused_outside_the_configured_window() {
+        let (default, wallet) = adapter();
+        let hours = |h: i64| at(h * 3600);
+        // The default window spans the whole retry schedule (about 34 hours).
+        let late_retry = signed_callback(&wallet, &paid_body("2550"), at(0), hours(34));
+        assert!(default.verify_callback(&late_retry).is_ok());
+        for (sent, received) in [
+            (at(0), hours(36) + chrono::Duration::seconds(1)),
+            (hours(37), at(0)),
+        ] {
             let cb = signed_callback(&wallet, &paid_body("2550"), sent, received);
             assert_eq!(
-                adapter.verify_callback(&cb),
+                default.verify_callback(&cb),
                 Err(AdapterError::BadSignature)
             );
         }
+        // A narrower window, once configured, is enforced to the second.
+        let mut config = AlipayPlusConfig::new(
+            "https://open-sea-global.alipayplus.com",
+            CLIENT,
+            RsaPrivateKey::generate_2048().unwrap(),
+            wallet.public_key().unwrap(),
+        );
+        config.notify_window = Duration::from_secs(300);
+        let narrow = AlipayPlusAdapter::new(config).unwrap();
+        for (sent, received) in [(at(0), at(301)), (at(301), at(0))] {
+            let cb = signed_callback(&wallet, &paid_body("2550"), sent, received);
+            assert_eq!(narrow.verify_callback(&cb), Err(AdapterError::BadSignature));
+        }
         let inside = signed_callback(&wallet, &paid_body("2550"), at(0), at(299));
-        assert!(adapter.verify_callback(&inside).is_ok());
+        assert!(narrow.verify_callback(&inside).is_ok());
     }
 
     #[test]

@@ -10,15 +10,21 @@
 //! not verify, hold its lock across an `.await`, or be mounted in production.
 //!
 //! Sandbox choices (the protocol reading is in the `alipay_plus` module doc):
-//! - Code issuers (CII, wallets.md §2.8, chosen in config/wallets.toml): MPay
-//!   `280853`, AlipayHK `280852`, Kakao Pay `280082`, each followed by BTI `02` and a
-//!   16-digit user number (24 digits). Any other code is F `USER_NOT_EXIST`. The last
-//!   four digits decide the outcome ([`CodeBehaviour`]): pays at once, waits for the
-//!   shopper (U `PAYMENT_IN_PROCESS` until `POST /codes/{code}/confirm`, or by itself
-//!   after 10 s of wallet time), or F `USER_BALANCE_NOT_ENOUGH`.
-//! - Entry / Order Code wallet: `paymentMethodMetaData.walletBrandName` when given
-//!   (an unknown one is F `UNAVAILABLE_PAYMENT_METHOD`), else the Alipay+ brand the
-//!   registry detects from `env.userAgent`, else MPay.
+//! - Payment codes ([`psp_for_code`], the forms of wallets.md §2.8): 24 digits =
+//!   code issuer (CII, chosen in config/wallets.toml: MPay `280853`, AlipayHK
+//!   `280852`, Kakao Pay `280082`) + BTI `02` + a 16-digit user number; and the
+//!   legacy Alipay forms (`28` + 15/16/17 digits, 17 to 19 long), paid by Alipay
+//!   (mainland, pspId `1022088000000000001`) — the form the Alipay sandbox issues,
+//!   so the shared 25–30 code space can be charged end to end. Any other code
+//!   (reserved lengths, unknown issuer) is F `USER_NOT_EXIST`. The last four digits
+//!   decide the outcome ([`CodeBehaviour`]): pays at once, waits for the shopper (U
+//!   `PAYMENT_IN_PROCESS` until `POST /codes/{code}/confirm`, or by itself after
+//!   10 s of wallet time), or F `USER_BALANCE_NOT_ENOUGH`.
+//! - Entry / Order Code wallet: the Alipay+ brand the registry detects from
+//!   `env.userAgent` (as Alipay+ identifies it), else the optional
+//!   `paymentMethodMetaData.walletBrandName` hint (our assumption, see the
+//!   adapter's module doc; an unknown value is ignored), else MPay.
+//! - Any `""` value anywhere in a request is F `PARAM_ILLEGAL` (§2.1).
 //! - Entry Code `paymentUrl` and the Order Code `TEXT` QR value are both the cashier
 //!   `{public base}/pay/{paymentId}`.
 //! - A pending payment past its `paymentExpiryTime` (default 30 min; 3 min for codes)
@@ -26,10 +32,11 @@
 //! - The shopper's Cancel on the cashier closes the payment and notifies F
 //!   `ORDER_IS_CLOSED`.
 //! - Retry schedule of `notifyPayment` (not published by Alipay+, our choice):
-//!   immediately, then 2 min, 10 min, 10 min, 1 h, 2 h, 6 h, 15 h. The kit's
-//!   dispatcher resends the bytes and headers of the first attempt; real Alipay+
-//!   signs each attempt afresh, so in real time retries later than the adapter's
-//!   5-minute window are refused as stale (compressed time keeps them fresh).
+//!   immediately, then 2 min, 10 min, 10 min, 1 h, 2 h, 6 h, 15 h (about 34 h).
+//!   Every retry resends the bytes AND headers of the first attempt, its
+//!   `Request-Time` included: whether Alipay+ re-signs retries is not published
+//!   (§2.5, §11.5), and resending is the case a receiver's replay window must
+//!   survive. The adapter's default window (36 h) covers the whole schedule.
 //! - Times are written in +08:00 (Macau / Hong Kong) and the statement's day is the
 //!   +08:00 calendar day.
 
@@ -48,7 +55,7 @@ use crate::contract::{AdapterError, AdapterId};
 use crate::crypto::{RsaPrivateKey, RsaPublicKey};
 use crate::money::{Currency, Money};
 use crate::sandbox::{
-    CodeBehaviour, Delivery, Dispatcher, Faults, LocalKeys, Outgoing, Resign, TimeScale, escape,
+    CodeBehaviour, Delivery, Dispatcher, Faults, LocalKeys, Outgoing, TimeScale, escape,
     fault_routes, pay_page, test_code,
 };
 
@@ -73,6 +80,14 @@ pub const CODE_CONFIRM_AFTER: Duration = Duration::from_secs(10);
 const DEFAULT_ORDER_EXPIRY: chrono::Duration = chrono::Duration::minutes(30);
 const DEFAULT_CODE_EXPIRY: chrono::Duration = chrono::Duration::minutes(3);
 const CODE_LEN: usize = 24;
+/// Legacy Alipay payment codes Alipay+ still accepts (§2.8): `28…`, 17 to 19 digits.
+const LEGACY_PREFIX: &str = "28";
+const LEGACY_MIN_LEN: usize = 17;
+const LEGACY_MAX_LEN: usize = 19;
+/// The length of the legacy codes the sandbox issues (the Alipay sandbox's form).
+const LEGACY_ISSUED_LEN: usize = 18;
+/// Who pays a legacy code: Alipay (mainland).
+const LEGACY_BRAND: &str = "ALIPAY_CN";
 const BUSINESS_TYPE_PAYMENT: &str = "02";
 const MAX_ID_LEN: usize = 64;
 
@@ -155,15 +170,27 @@ fn psp_by_id(psp_id: &str) -> Option<&'static Psp> {
     PSPS.iter().find(|p| p.psp_id == psp_id)
 }
 
-/// The MPP that issued a 24-digit payment code: CII(6) + BTI `02` + 16 digits.
+/// The MPP that issued a payment code, by the forms wallets.md §2.8 lists (digits
+/// only, 17 to 32 long):
+/// - 24 digits, CII(6) + BTI `02` + 16-digit user number: the MPP with that code
+///   issuer (unknown issuers: `None`);
+/// - the legacy Alipay forms `28` + 15 digits (17), `28` + 16 (18) and the 19-digit
+///   `28[0-8]…` / `289…`: Alipay (mainland), pspId `1022088000000000001` — the
+///   form of the Alipay sandbox's own codes;
+/// - the reserved lengths 20–23 and 25–32 and anything else: `None`.
 pub fn psp_for_code(code: &str) -> Option<&'static Psp> {
-    if code.len() != CODE_LEN
-        || !code.bytes().all(|b| b.is_ascii_digit())
-        || &code[6..8] != BUSINESS_TYPE_PAYMENT
-    {
+    if !code.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    PSPS.iter().find(|p| p.code_issuer == Some(&code[..6]))
+    match code.len() {
+        LEGACY_MIN_LEN..=LEGACY_MAX_LEN if code.starts_with(LEGACY_PREFIX) => {
+            psp_by_brand(LEGACY_BRAND)
+        }
+        CODE_LEN if &code[6..8] == BUSINESS_TYPE_PAYMENT => {
+            PSPS.iter().find(|p| p.code_issuer == Some(&code[..6]))
+        }
+        _ => None,
+    }
 }
 
 /// +08:00, the wallet's clock in Macau and Hong Kong.
@@ -358,8 +385,7 @@ fn answer<T: Serialize>(body: &T) -> Answer {
 pub struct AlipayPlusSandbox {
     client_id: String,
     key_version: u32,
-    /// Shared with the callbacks' re-signing hooks.
-    wallet_key: Arc<RsaPrivateKey>,
+    wallet_key: RsaPrivateKey,
     merchant_public: RsaPublicKey,
     base_url: String,
     book: Mutex<Book>,
@@ -444,6 +470,45 @@ fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     first.to_str().ok()
 }
 
+/// Alipay+ refuses `""` for any field (§2.1: optional fields are omitted or
+/// `null`): the first empty string found, by its JSON path, is `PARAM_ILLEGAL`.
+fn no_empty_strings(body: &[u8]) -> Result<(), Answer> {
+    fn find(value: &serde_json::Value, path: &mut Vec<String>) -> bool {
+        match value {
+            serde_json::Value::String(text) => text.is_empty(),
+            serde_json::Value::Array(items) => items.iter().enumerate().any(|(i, item)| {
+                path.push(i.to_string());
+                let found = find(item, path);
+                if !found {
+                    path.pop();
+                }
+                found
+            }),
+            serde_json::Value::Object(fields) => fields.iter().any(|(name, item)| {
+                path.push(name.clone());
+                let found = find(item, path);
+                if !found {
+                    path.pop();
+                }
+                found
+            }),
+            _ => false,
+        }
+    }
+    // An unreadable body is refused later, by the endpoint's own parsing.
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) else {
+        return Ok(());
+    };
+    let mut path = Vec::new();
+    if find(&value, &mut path) {
+        return Err(illegal(&format!(
+            "{} is an empty string; omit optional fields instead",
+            path.join(".")
+        )));
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Endpoint {
     Pay,
@@ -463,7 +528,7 @@ impl AlipayPlusSandbox {
         Ok(Arc::new(AlipayPlusSandbox {
             client_id: client_id.to_owned(),
             key_version: 1,
-            wallet_key: Arc::new(copy_key(&keys.wallet)?),
+            wallet_key: copy_key(&keys.wallet)?,
             merchant_public: keys.merchant.public_key().map_err(key_error)?,
             base_url: public_base_url.trim_end_matches('/').to_owned(),
             book: Mutex::new(Book::default()),
@@ -550,11 +615,17 @@ impl AlipayPlusSandbox {
                 ),
             });
         }
+        if let Some(answer) = self.faults.take_http_status() {
+            return answer;
+        }
         let path = path_of(&req);
         let client_id = header(&req, wire::HEADER_CLIENT_ID)
             .unwrap_or(&self.client_id)
             .to_owned();
-        let outcome = match self.authenticate(&req, &path, &body) {
+        let outcome = match self
+            .authenticate(&req, &path, &body)
+            .and_then(|()| no_empty_strings(&body))
+        {
             Err(refusal) => refusal,
             Ok(()) => {
                 let now = Utc::now();
@@ -648,70 +719,71 @@ impl AlipayPlusSandbox {
             Ok(checked) => checked,
             Err(refusal) => return refusal,
         };
-        let (response, notify, confirm_later) =
-            {
-                let mut book = self.book();
-                if book.cancelled_unseen.contains(&request.payment_request_id) {
+        let (response, notify, confirm_later) = {
+            let mut book = self.book();
+            if book.cancelled_unseen.contains(&request.payment_request_id) {
+                return failure(
+                    ResultStatus::F,
+                    codes::ORDER_IS_CLOSED,
+                    "the payment request was cancelled",
+                );
+            }
+            if let Some(existing) = book.payments.get_mut(&request.payment_request_id) {
+                if existing.key != checked.key {
                     return failure(
                         ResultStatus::F,
-                        codes::ORDER_IS_CLOSED,
-                        "the payment request was cancelled",
+                        codes::REPEAT_REQ_INCONSISTENT,
+                        "paymentRequestId reused with different payment fields",
                     );
                 }
-                if let Some(existing) = book.payments.get_mut(&request.payment_request_id) {
-                    if existing.key != checked.key {
-                        return failure(
-                            ResultStatus::F,
-                            codes::REPEAT_REQ_INCONSISTENT,
-                            "paymentRequestId reused with different payment fields",
-                        );
-                    }
-                    existing.refresh(now);
-                    return answer(&self.pay_response(existing));
-                }
-                let payment_id = book.next_id(now, "11");
-                let customer_id = match &checked.key.code {
-                    Some(code) => format!("21{}", &code[CODE_LEN - 14..]),
-                    None => format!("20{:014}", book.serial),
-                };
-                let mut payment =
-                    Payment {
-                        request_id: request.payment_request_id.clone(),
-                        payment_id: payment_id.clone(),
-                        psp: checked.psp,
-                        customer_id,
-                        merchant_name: request.order.merchant.merchant_name.clone().unwrap_or_else(
-                            || request.order.merchant.reference_merchant_id.clone(),
-                        ),
-                        description: request.order.order_description.clone().unwrap_or_default(),
-                        notify_url: request.payment_notify_url.clone(),
-                        redirect_url: request.payment_redirect_url.clone(),
-                        expires_at: checked.expires_at,
-                        created_at: now,
-                        state: State::Pending,
-                        key: checked.key,
-                    };
-                let mut confirm_later = false;
-                if let Some(code) = &payment.key.code {
-                    match CodeBehaviour::of(code) {
-                        CodeBehaviour::PaysAtOnce => payment.state = State::Paid { at: now },
-                        CodeBehaviour::NeedsConfirmation => confirm_later = true,
-                        CodeBehaviour::Declined => {
-                            payment.state = State::Failed {
-                                code: codes::USER_BALANCE_NOT_ENOUGH,
-                                message: "the user's balance is not enough".into(),
-                            }
+                existing.refresh(now);
+                return answer(&self.pay_response(existing));
+            }
+            let payment_id = book.next_id(now, "11");
+            let customer_id = match &checked.key.code {
+                Some(code) => format!("21{}", &code[code.len().saturating_sub(14)..]),
+                None => format!("20{:014}", book.serial),
+            };
+            let mut payment = Payment {
+                request_id: request.payment_request_id.clone(),
+                payment_id: payment_id.clone(),
+                psp: checked.psp,
+                customer_id,
+                merchant_name: request
+                    .order
+                    .merchant
+                    .merchant_name
+                    .clone()
+                    .unwrap_or_else(|| checked.key.merchant_id.clone()),
+                description: request.order.order_description.clone().unwrap_or_default(),
+                notify_url: request.payment_notify_url.clone(),
+                redirect_url: request.payment_redirect_url.clone(),
+                expires_at: checked.expires_at,
+                created_at: now,
+                state: State::Pending,
+                key: checked.key,
+            };
+            let mut confirm_later = false;
+            if let Some(code) = &payment.key.code {
+                match CodeBehaviour::of(code) {
+                    CodeBehaviour::PaysAtOnce => payment.state = State::Paid { at: now },
+                    CodeBehaviour::NeedsConfirmation => confirm_later = true,
+                    CodeBehaviour::Declined => {
+                        payment.state = State::Failed {
+                            code: codes::USER_BALANCE_NOT_ENOUGH,
+                            message: "the user's balance is not enough".into(),
                         }
                     }
                 }
-                let notify = (payment.state != State::Pending)
-                    .then(|| self.notification(&payment))
-                    .flatten();
-                let response = self.pay_response(&payment);
-                book.ids.insert(payment_id, payment.request_id.clone());
-                book.payments.insert(payment.request_id.clone(), payment);
-                (response, notify, confirm_later)
-            };
+            }
+            let notify = (payment.state != State::Pending)
+                .then(|| self.notification(&payment))
+                .flatten();
+            let response = self.pay_response(&payment);
+            book.ids.insert(payment_id, payment.request_id.clone());
+            book.payments.insert(payment.request_id.clone(), payment);
+            (response, notify, confirm_later)
+        };
         if let Some(outgoing) = notify {
             self.dispatcher.dispatch(outgoing);
         }
@@ -763,9 +835,9 @@ impl AlipayPlusSandbox {
             ));
         }
         let merchant = &request.order.merchant;
-        if merchant.reference_merchant_id.is_empty() {
+        let Some(merchant_id) = merchant.reference_merchant_id.clone() else {
             return Err(illegal("order.merchant.referenceMerchantId is required"));
-        }
+        };
         let scenario = request.payment_factor.in_store_payment_scenario;
         let needs_store = matches!(scenario, Scenario::EntryCode | Scenario::PaymentCode);
         if needs_store && merchant.store.is_none() {
@@ -812,7 +884,7 @@ impl AlipayPlusSandbox {
                 if request.payment_notify_url.is_none() {
                     return Err(illegal("paymentNotifyUrl is required"));
                 }
-                (self.shoppers_wallet(request, user_agent)?, None)
+                (self.shoppers_wallet(request, user_agent), None)
             }
             Scenario::Unknown => {
                 return Err(illegal("unsupported paymentFactor.inStorePaymentScenario"));
@@ -824,40 +896,37 @@ impl AlipayPlusSandbox {
                 amount: amount.minor(),
                 currency: amount.currency(),
                 code,
-                merchant_id: merchant.reference_merchant_id.clone(),
+                merchant_id,
             },
             psp,
             expires_at: expiry,
         })
     }
 
-    /// The wallet a merchant-presented payment is paid with.
+    /// The wallet a merchant-presented payment is paid with: the Alipay+ wallet the
+    /// User-Agent names (how Alipay+ itself identifies it, §2.3), else the optional
+    /// `walletBrandName` hint when it names one, else MPay. The hint never overrides
+    /// the User-Agent and is never required.
     fn shoppers_wallet(
         &self,
         request: &wire::PayRequest,
         user_agent: Option<&str>,
-    ) -> Result<&'static Psp, Answer> {
-        let hint = request
-            .payment_method
-            .payment_method_meta_data
-            .as_ref()
-            .and_then(|m| m.wallet_brand_name.as_deref());
-        if let Some(brand) = hint {
-            return psp_by_brand(brand).ok_or_else(|| {
-                failure(
-                    ResultStatus::F,
-                    codes::UNAVAILABLE_PAYMENT_METHOD,
-                    "walletBrandName is not an Alipay+ wallet",
-                )
-            });
-        }
+    ) -> &'static Psp {
         let detected = user_agent
             .zip(self.registry.as_ref())
             .and_then(|(ua, registry)| registry.detect_by_user_agent(ua))
             .filter(|brand| brand.adapter() == AdapterId::AlipayPlus)
             .and_then(|brand| brand.psp_id())
             .and_then(psp_by_id);
-        Ok(detected.unwrap_or(DEFAULT_PSP))
+        let hinted = || {
+            request
+                .payment_method
+                .payment_method_meta_data
+                .as_ref()
+                .and_then(|m| m.wallet_brand_name.as_deref())
+                .and_then(psp_by_brand)
+        };
+        detected.or_else(hinted).unwrap_or(DEFAULT_PSP)
     }
 
     fn cashier_url(&self, payment_id: &str) -> String {
@@ -1114,21 +1183,15 @@ impl AlipayPlusSandbox {
             &self.client_id,
             &body,
         )?;
-        // Alipay+ signs every notification attempt with the time it is sent, so a
-        // retry hours later still falls inside the receiver's replay window.
-        let (key, key_version, client_id) = (
-            self.wallet_key.clone(),
-            self.key_version,
-            self.client_id.clone(),
-        );
-        let resign: Resign =
-            Arc::new(move |body: &[u8]| notify_headers(&key, key_version, &path, &client_id, body));
         Some(Outgoing {
             url: url.to_owned(),
             headers,
             body,
             acked: wire::NotifyAck::is_ack,
-            resign: Some(resign),
+            // Whether Alipay+ re-signs a retry is not published (wallets.md §2.5,
+            // §11.5): the sandbox takes the harder case and resends the first
+            // attempt's bytes and headers, `Request-Time` included.
+            resign: None,
         })
     }
 
@@ -1202,8 +1265,10 @@ impl AlipayPlusSandbox {
         let mut book = self.book();
         let mut codes = Vec::new();
         for psp in PSPS {
-            let Some(issuer) = psp.code_issuer else {
-                continue;
+            let (prefix, len) = match psp.code_issuer {
+                Some(issuer) => (format!("{issuer}{BUSINESS_TYPE_PAYMENT}"), CODE_LEN),
+                None if psp.brand == LEGACY_BRAND => (LEGACY_PREFIX.to_owned(), LEGACY_ISSUED_LEN),
+                None => continue,
             };
             for behaviour in [
                 CodeBehaviour::PaysAtOnce,
@@ -1212,12 +1277,7 @@ impl AlipayPlusSandbox {
             ] {
                 book.code_serial += 1;
                 codes.push(TestCode {
-                    code: test_code(
-                        &format!("{issuer}{BUSINESS_TYPE_PAYMENT}"),
-                        CODE_LEN,
-                        behaviour,
-                        book.code_serial,
-                    ),
+                    code: test_code(&prefix, len, behaviour, book.code_serial),
                     behaviour,
                     psp: psp.brand,
                     psp_id: psp.psp_id,
@@ -1480,11 +1540,47 @@ mod tests {
             psp_for_code("280082020000000000010000").map(|p| p.psp_id),
             Some("1022172000000000001")
         );
-        // Wrong business type, wrong length, unknown issuer, not digits.
+        // Wrong business type, reserved length, unknown issuer, not digits.
         assert_eq!(psp_for_code("280853010000000000010000"), None);
         assert_eq!(psp_for_code("28085302000000000001000"), None);
         assert_eq!(psp_for_code("281234020000000000010000"), None);
         assert_eq!(psp_for_code("28085302000000000001000x"), None);
+        assert_eq!(psp_for_code("2808530200000000000100001"), None);
+    }
+
+    #[test]
+    fn legacy_alipay_codes_of_17_to_19_digits_pay_as_alipay_cn() {
+        for code in [
+            "28123456789010000",
+            "281234567890120000",
+            "2812345678901230000",
+            "2891234567890120000",
+        ] {
+            assert_eq!(
+                psp_for_code(code).map(|p| (p.brand, p.psp_id)),
+                Some(("ALIPAY_CN", "1022088000000000001")),
+                "{code}"
+            );
+        }
+        // The Alipay sandbox's own codes are of this form.
+        let alipay_code = test_code(
+            crate::alipay::sandbox::CODE_PREFIX,
+            crate::alipay::sandbox::CODE_LENGTH,
+            CodeBehaviour::PaysAtOnce,
+            7,
+        );
+        assert_eq!(
+            psp_for_code(&alipay_code).map(|p| p.brand),
+            Some("ALIPAY_CN")
+        );
+        // 16 digits (too short for Alipay+), other legacy prefixes, 20 digits.
+        for code in [
+            "2812345678900000",
+            "25123456789010000",
+            "28123456789012300000",
+        ] {
+            assert_eq!(psp_for_code(code), None, "{code}");
+        }
     }
 
     #[test]
@@ -1498,9 +1594,14 @@ mod tests {
         )
         .unwrap();
         let codes = sandbox.test_codes();
-        assert_eq!(codes.len(), 9);
+        assert_eq!(codes.len(), 12);
         for code in &codes {
-            assert_eq!(code.code.len(), CODE_LEN);
+            let len = if code.psp == LEGACY_BRAND {
+                LEGACY_ISSUED_LEN
+            } else {
+                CODE_LEN
+            };
+            assert_eq!(code.code.len(), len);
             assert_eq!(psp_for_code(&code.code).map(|p| p.brand), Some(code.psp));
             assert_eq!(CodeBehaviour::of(&code.code), code.behaviour);
         }

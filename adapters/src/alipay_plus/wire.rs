@@ -228,7 +228,10 @@ pub struct Order {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Merchant {
-    pub reference_merchant_id: String,
+    /// Required by Alipay+; `None` only so that an empty id is omitted (and refused
+    /// by the wallet as missing) rather than sent as `""`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference_merchant_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merchant_name: Option<String>,
     #[serde(

@@ -66,12 +66,26 @@
 //! `refund` is `cancel` with `cancel_amount`, `cancel_tax_free_amount: 0` and
 //! `payload = refund_id`; partial refunds are allowed until the sum reaches the
 //! captured amount (then `CANCEL_PAYMENT`); over-cancel is refused by Kakao.
-//! Kakao's cancel has no request id, so retries are made safe by the payload:
-//! ASSUMPTION (modelled by the sandbox as at-most-once, to be confirmed with
-//! Kakao before production): a second cancel with the same payload and amount
-//! returns the earlier result (same `aid`) instead of cancelling again, and with a
-//! different amount is refused. `wallet_refund_ref` is the cancel's `aid`. Because
-//! of that, cancel failures are `Transport { retryable: true }`.
+//! Kakao's cancel has NO idempotency key (wallets.md §4.4): the same cancel sent
+//! twice cancels twice. So a refund is made idempotent by refund id the way the
+//! wallet allows:
+//! 1. read `order` first; a `CANCEL` entry of `payment_action_details` whose
+//!    `payload` is our refund id means this refund already happened: `Succeeded`
+//!    with that entry's `aid`, nothing sent (its amount must equal ours, else
+//!    `AmountMismatch`). A payment never approved is refused locally
+//!    (`Rejected { code: "NOT_APPROVED" }`): a cancel could abort it instead.
+//! 2. otherwise `cancel` with `cancel_available_amount` = the cancellable amount
+//!    just read (§4.4's optimistic check): if anything was cancelled in between —
+//!    including an earlier attempt of this very refund whose answer we never saw —
+//!    Kakao refuses (`-709`) instead of cancelling again.
+//! 3. an unclear outcome (timeout, 5xx, lost answer) is NOT retryable at the HTTP
+//!    level; the adapter reads `order` again and reconciles from the payloads: found
+//!    → `Succeeded`; not found → `Transport { retryable: false }` (the refund stays
+//!    pending; calling `refund` again with the same id starts over at step 1, which
+//!    is safe). A `-709` is reconciled the same way before it is reported.
+//!
+//! `wallet_refund_ref` is the cancel's `aid`. The one window left open: an earlier
+//! attempt still in flight at Kakao while the read-back of step 3 runs.
 //!
 //! # Not on this rail
 //! `charge_code` → Unsupported (Kakao Pay customer codes go through Alipay+,
@@ -83,11 +97,11 @@
 //! # Errors
 //! Kakao's error body is `{"error_code": <negative int>, "error_message": "..."}`
 //! (legacy `code` / `msg` also read) with HTTP 4xx → `Rejected { code: "-401", .. }`
-//! etc.; HTTP 5xx → `Transport` (retryable except for `approve`); a 4xx without that
-//! body or an unreadable 2xx → `Malformed`. Codes the sandbox uses (Kakao's style;
+//! etc.; HTTP 5xx → `Transport` (retryable except for `approve` and a refund's
+//! `cancel`, which are reconciled instead); a 4xx without that body or an
+//! unreadable 2xx → `Malformed`. Codes the sandbox uses (Kakao's style;
 //! the exact public list was not retrieved, so these are the sandbox's choice):
-//! `-1` internal error (HTTP 500); `-2` invalid or missing parameter, or a payload
-//! reused with another amount; `-401` missing or wrong secret key (HTTP 401);
+//! `-1` internal error (HTTP 500); `-2` invalid or missing parameter; `-401` missing or wrong secret key (HTTP 401);
 //! `-701` approve before the shopper authenticated; `-702` already approved;
 //! `-708` cancel amount above the cancellable amount; `-709` the optimistic
 //! `cancel_available_amount` differs; `-721` unknown tid; `-725` status does not
@@ -192,6 +206,10 @@ enum Call {
     Approve,
     Order,
     Cancel,
+    /// `cancel` with `cancel_available_amount: 0`: aborts a payment not yet approved
+    /// (`close`). Repeating it is safe: once aborted, or once approved, the wallet
+    /// refuses it.
+    Abort,
 }
 
 impl Call {
@@ -200,7 +218,7 @@ impl Call {
             Call::Ready => wire::READY_PATH,
             Call::Approve => wire::APPROVE_PATH,
             Call::Order => wire::ORDER_PATH,
-            Call::Cancel => wire::CANCEL_PATH,
+            Call::Cancel | Call::Abort => wire::CANCEL_PATH,
         }
     }
 
@@ -209,15 +227,17 @@ impl Call {
             Call::Ready => "ready",
             Call::Approve => "approve",
             Call::Order => "order",
-            Call::Cancel => "cancel",
+            Call::Cancel | Call::Abort => "cancel",
         }
     }
 
     /// Whether sending the same request again after an unclear failure is safe:
-    /// `order` reads; a repeated `ready` leaves an orphan tid nobody is sent to;
-    /// `cancel` is deduplicated by its payload. `approve` is the exception.
+    /// `order` reads; a repeated `ready` leaves an orphan tid nobody is sent to.
+    /// `approve` is refused the second time whatever happened the first, and
+    /// `cancel` has no idempotency key at all: both are reconciled by reading
+    /// `order`, never repeated blindly.
     fn repeatable(self) -> bool {
-        !matches!(self, Call::Approve)
+        !matches!(self, Call::Approve | Call::Cancel)
     }
 }
 
@@ -553,6 +573,47 @@ fn check_return_url(url: &str) -> Result<(), AdapterError> {
     Ok(())
 }
 
+/// This refund in the wallet's record: the `CANCEL` entry carrying our refund id as
+/// its `payload`, as `Succeeded` with its `aid`.
+fn refund_in(
+    details: &wire::OrderResponse,
+    req: &RefundRequest,
+) -> Result<Option<RefundOutcome>, AdapterError> {
+    let mut ours = details.payment_action_details.iter().filter(|action| {
+        wire::ActionType::parse(&action.payment_action_type) == wire::ActionType::Cancel
+            && action.payload.as_deref() == Some(req.refund_id.as_str())
+    });
+    let Some(action) = ours.next() else {
+        return Ok(None);
+    };
+    if ours.next().is_some() {
+        tracing::error!(tid = %details.tid, refund = %req.refund_id, "kakao pay shows more than one cancel for one refund id");
+    }
+    let got = wire::krw_money(action.amount)?;
+    if got != req.amount {
+        return Err(AdapterError::AmountMismatch {
+            expected: req.amount,
+            got,
+        });
+    }
+    Ok(Some(RefundOutcome::Succeeded {
+        wallet_refund_ref: Some(action.aid.clone()),
+    }))
+}
+
+/// A cancel whose effect we cannot see from its answer: a transport failure, or
+/// Kakao's optimistic check failing (something — perhaps our own earlier attempt —
+/// cancelled in between).
+fn is_unclear_cancel(error: &AdapterError) -> bool {
+    match error {
+        AdapterError::Transport { .. } => true,
+        AdapterError::Rejected { code, .. } => {
+            *code == wire::codes::CANCEL_AVAILABLE_MISMATCH.to_string()
+        }
+        _ => false,
+    }
+}
+
 fn item_name(description: &str, order_id: &str) -> String {
     let name = description.trim();
     let name = if name.is_empty() { order_id } else { name };
@@ -666,7 +727,7 @@ impl WalletAdapter for KakaoPayAdapter {
             cancel_available_amount: Some(0),
             payload: None,
         };
-        let cancelled: wire::CancelResponse = self.post(Call::Cancel, &cancel).await?;
+        let cancelled: wire::CancelResponse = self.post(Call::Abort, &cancel).await?;
         check_echo(
             &details.tid,
             &order.order_id,
@@ -695,6 +756,20 @@ impl WalletAdapter for KakaoPayAdapter {
                 "kakao pay refund ids must be 1 to 200 characters (sent as the cancel payload)",
             ));
         }
+        // Step 1 of the module doc: has this refund already happened?
+        let details = self.order_details(&order).await?;
+        if let Some(done) = refund_in(&details, req)? {
+            return Ok(done);
+        }
+        if !details.was_approved() {
+            return Err(AdapterError::Rejected {
+                code: "NOT_APPROVED".into(),
+                message: format!(
+                    "payment is {}: nothing was captured to refund",
+                    Status::parse(&details.status).as_str()
+                ),
+            });
+        }
         let cancel = wire::CancelRequest {
             cid: self.config.cid.clone(),
             cid_secret: None,
@@ -702,10 +777,27 @@ impl WalletAdapter for KakaoPayAdapter {
             cancel_amount: amount,
             cancel_tax_free_amount: 0,
             cancel_vat_amount: None,
-            cancel_available_amount: None,
+            cancel_available_amount: Some(details.cancellable()),
             payload: Some(req.refund_id.clone()),
         };
-        let cancelled: wire::CancelResponse = self.post(Call::Cancel, &cancel).await?;
+        let cancelled: wire::CancelResponse = match self.post(Call::Cancel, &cancel).await {
+            Ok(cancelled) => cancelled,
+            Err(unclear) if is_unclear_cancel(&unclear) => {
+                // Step 3: what the wallet did is read back, never guessed.
+                let after =
+                    self.order_details(&order)
+                        .await
+                        .map_err(|_| AdapterError::Transport {
+                            retryable: false,
+                            message: format!("{unclear}; reading the order back failed too"),
+                        })?;
+                return match refund_in(&after, req)? {
+                    Some(done) => Ok(done),
+                    None => Err(unclear),
+                };
+            }
+            Err(refused) => return Err(refused),
+        };
         check_echo(
             tid,
             &req.order_id,

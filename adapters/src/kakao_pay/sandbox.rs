@@ -14,9 +14,11 @@
 //! Modelled behaviour beyond what is public (see `kakao_pay/mod.rs`): `cancel` on
 //! a payment still waiting for approval, sent with `cancel_available_amount: 0`,
 //! aborts it (`CANCEL_PAYMENT`, nothing captured, no `approved_at`; without that
-//! field it is refused with `-725`); a second `cancel` with the same `payload` and amount
-//! returns the first answer (at-most-once), with another amount it is refused with
-//! `-2`; `cancel_available_amount` is checked when sent (`-709`). There is no tid
+//! field it is refused with `-725`); `cancel_available_amount` is checked when sent
+//! (`-709`). Like the real wallet (wallets.md §4.4), `cancel` has NO idempotency:
+//! the `payload` is only stored on the `CANCEL` entry of `payment_action_details`,
+//! and the same request sent twice cancels twice unless its
+//! `cancel_available_amount` makes the second one fail. There is no tid
 //! expiry (Kakao's validity window is not public, wallets.md §11.11). The statement
 //! and `/test-codes` are unauthenticated sandbox conveniences: this rail has no
 //! customer payment codes, so `/test-codes` is always `[]`.
@@ -117,8 +119,6 @@ struct Payment {
     canceled_tax_free: i64,
     canceled_vat: i64,
     actions: Vec<wire::PaymentAction>,
-    /// Answers of earlier cancels by payload, with their amount (at-most-once).
-    cancels: HashMap<String, (i64, wire::CancelResponse)>,
 }
 
 impl Payment {
@@ -227,6 +227,15 @@ struct Refusal {
 }
 
 impl Refusal {
+    /// Kakao's HTTP 500 answer (injected faults).
+    fn internal() -> Refusal {
+        Refusal {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: codes::INTERNAL,
+            message: "internal server error".into(),
+        }
+    }
+
     fn bad(code: i64, message: impl Into<String>) -> Refusal {
         Refusal {
             status: StatusCode::BAD_REQUEST,
@@ -427,12 +436,10 @@ impl KakaoPaySandbox {
 
     async fn api(&self, api: Api, req: &HttpRequest, body: &[u8]) -> HttpResponse {
         if self.faults.gate().await {
-            return Refusal {
-                status: StatusCode::INTERNAL_SERVER_ERROR,
-                code: codes::INTERNAL,
-                message: "internal server error".into(),
-            }
-            .response();
+            return Refusal::internal().response();
+        }
+        if let Some(answer) = self.faults.take_http_status() {
+            return answer;
         }
         if let Err(refusal) = self.authorize(req) {
             return refusal.response();
@@ -441,7 +448,14 @@ impl KakaoPaySandbox {
             Api::Ready => respond(parse(body).and_then(|r| self.ready(r))),
             Api::Approve => respond(parse(body).and_then(|r| self.approve(r))),
             Api::Order => respond(parse(body).and_then(|r| self.order(r))),
-            Api::Cancel => respond(parse(body).and_then(|r| self.cancel(r))),
+            Api::Cancel => {
+                let done = parse(body).and_then(|r| self.cancel(r));
+                if done.is_ok() && self.faults.take_lost_answer() {
+                    // The cancel took effect; the merchant never sees its answer.
+                    return Refusal::internal().response();
+                }
+                respond(done)
+            }
         }
     }
 
@@ -536,7 +550,6 @@ impl KakaoPaySandbox {
                 canceled_tax_free: 0,
                 canceled_vat: 0,
                 actions: Vec::new(),
-                cancels: HashMap::new(),
             },
         );
         let cashier = self.cashier_url(&tid);
@@ -660,16 +673,6 @@ impl KakaoPaySandbox {
             .payments
             .get_mut(&r.tid)
             .ok_or_else(|| Refusal::bad(codes::TID_NOT_FOUND, "tid does not exist"))?;
-        if let Some((amount, earlier)) = r.payload.as_ref().and_then(|p| payment.cancels.get(p)) {
-            return if *amount == r.cancel_amount {
-                Ok(earlier.clone())
-            } else {
-                Err(Refusal::bad(
-                    codes::INVALID_PARAMS,
-                    "payload was already used for a cancel of another amount",
-                ))
-            };
-        }
         let available = payment.cancel_available();
         if r.cancel_available_amount.is_some_and(|a| a != available) {
             return Err(Refusal::bad(
@@ -738,13 +741,7 @@ impl KakaoPaySandbox {
                 ..Amount::default()
             }
         };
-        let answer = payment.cancel_response(&self.cid, aid, this, r.payload.clone());
-        if let Some(payload) = r.payload {
-            payment
-                .cancels
-                .insert(payload, (r.cancel_amount, answer.clone()));
-        }
-        Ok(answer)
+        Ok(payment.cancel_response(&self.cid, aid, this, r.payload))
     }
 
     fn cashier(&self, tid: &str) -> HttpResponse {

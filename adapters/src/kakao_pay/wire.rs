@@ -404,6 +404,21 @@ impl ActionType {
 }
 
 impl OrderResponse {
+    /// What can still be cancelled: `cancel_available_amount`, or, when Kakao
+    /// leaves it out, the captured total less what was cancelled.
+    pub fn cancellable(&self) -> i64 {
+        match &self.cancel_available_amount {
+            Some(available) => available.total,
+            None => {
+                self.amount.total
+                    - self
+                        .canceled_amount
+                        .as_ref()
+                        .map_or(0, |cancelled| cancelled.total)
+            }
+        }
+    }
+
     /// Whether the payment was ever approved (money captured). Kakao reports
     /// `CANCEL_PAYMENT` both for a payment cancelled before approval and for one
     /// refunded in full; `approved_at` and a `PAYMENT` action exist only after an

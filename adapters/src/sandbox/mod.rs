@@ -21,6 +21,15 @@ use serde::{Deserialize, Serialize};
 pub struct FaultPlan {
     /// Answer the next N API requests with HTTP 500 (the wallet's own error shape).
     pub fail_requests: u32,
+    /// Answer the next API requests with these HTTP statuses, one per request in
+    /// order, with a plain-text body and no wallet signature, without processing
+    /// them: what a proxy, firewall or wrong URL in front of the wallet answers
+    /// (`[403, 404]`). Applied after `fail_requests`.
+    pub http_status: Vec<u16>,
+    /// Process the next N API requests, then answer HTTP 500 instead of the result:
+    /// the request took effect but the caller cannot see how (a lost answer).
+    /// Honoured by the Kakao Pay sandbox, whose cancel has no idempotency key.
+    pub lose_answers: u32,
     /// Delay every API response by this many milliseconds.
     pub slow_ms: u64,
     /// Deliver each callback N extra times, concurrently.
@@ -59,6 +68,37 @@ impl Faults {
         let mut plan = self.lock();
         if plan.fail_requests > 0 {
             plan.fail_requests -= 1;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The next injected HTTP status fault (consumes it), as the unsigned plain-text
+    /// answer of something in front of the wallet.
+    pub fn take_http_status(&self) -> Option<HttpResponse> {
+        let status = {
+            let mut plan = self.lock();
+            if plan.http_status.is_empty() {
+                return None;
+            }
+            plan.http_status.remove(0)
+        };
+        let status = actix_web::http::StatusCode::from_u16(status)
+            .unwrap_or(actix_web::http::StatusCode::BAD_REQUEST);
+        Some(
+            HttpResponse::build(status)
+                .content_type("text/plain; charset=utf-8")
+                .body(format!("sandbox: injected HTTP {}", status.as_u16())),
+        )
+    }
+
+    /// True when the answer to this (already processed) request must be lost
+    /// (consumes one `lose_answers`).
+    pub fn take_lost_answer(&self) -> bool {
+        let mut plan = self.lock();
+        if plan.lose_answers > 0 {
+            plan.lose_answers -= 1;
             true
         } else {
             false
@@ -117,9 +157,9 @@ pub struct Outgoing {
     pub body: Vec<u8>,
     /// Did the receiver acknowledge, in this wallet's terms?
     pub acked: fn(u16, &[u8]) -> bool,
-    /// Called before every attempt. Wallets that sign a timestamp into the
-    /// notification sign each retry with the current time, so a retry hours later
-    /// still passes the receiver's replay window.
+    /// Called before every attempt, for a sandbox whose wallet signs each retry with
+    /// the current time (the WeChat Pay sandbox). `None` resends the first
+    /// attempt's headers, which is what the Alipay and Alipay+ sandboxes do.
     pub resign: Option<Resign>,
 }
 

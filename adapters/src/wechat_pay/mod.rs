@@ -57,7 +57,11 @@
 //! - **Micropay (v2).** Sesame always sends `sign_type=HMAC-SHA256` and verifies the
 //!   answer with it, accepting MD5 only when the answer itself says `sign_type=MD5`.
 //!   An answer with `return_code=FAIL` is unsigned (e.g. `签名错误`) and becomes
-//!   `Rejected{code:"FAIL"}`. `USERPAYING` is `Pending` (the caller polls `WalletAdapter::query`,
+//!   `Rejected{code:"FAIL"}`. An `err_code` that says our request is wrong
+//!   (signature, parameters, appid/mchid, a reused `out_trade_no`:
+//!   [`wire::MICROPAY_REQUEST_ERRORS`]) is `Rejected` too, never a shopper's decline
+//!   (`ChargeOutcome::Failed` is kept for `NOTENOUGH`, `AUTH_CODE_INVALID` and the
+//!   other payment refusals). `USERPAYING` is `Pending` (the caller polls `WalletAdapter::query`,
 //!   which works for micropay orders too); `SYSTEMERROR`/`BANKERROR` and `ORDERPAID`
 //!   are resolved with one v2 `orderquery`. A micropay request that may have reached
 //!   WeChat (timeout, 5xx) is a NON-retryable transport error: query, don't re-charge.
@@ -81,7 +85,8 @@
 //!   `{"errcode":..,"errmsg":..}`, mapped to `Rejected{code:<errcode>}`.
 //! - **Ids.** `out_trade_no` is 6–32 characters of `[0-9A-Za-z_-|*]` (the sandbox
 //!   enforces it as WeChat does); `description` is cut to 127 characters, v2 `body`
-//!   to 128 bytes.
+//!   to 128 bytes; both are required, so a blank description is sent as
+//!   `Order <order id>`.
 
 pub mod sandbox;
 pub mod wire;
@@ -287,6 +292,17 @@ fn truncate_chars(text: &str, max: usize) -> String {
     text.chars().take(max).collect()
 }
 
+/// WeChat requires a description (v3 `description`, v2 `body`, shown in the
+/// shopper's bill): a blank one becomes `Order <order id>`.
+fn description_or_default(description: &str, order_id: &str) -> String {
+    let text = description.trim();
+    if text.is_empty() {
+        format!("Order {order_id}")
+    } else {
+        text.to_owned()
+    }
+}
+
 fn truncate_bytes(text: &str, max: usize) -> String {
     let mut end = text.len().min(max);
     while !text.is_char_boundary(end) {
@@ -310,6 +326,12 @@ enum Micropay {
     /// SYSTEMERROR / BANKERROR / ORDERPAID: ask `orderquery`.
     AskAgain,
     Declined {
+        code: String,
+        message: String,
+    },
+    /// Our request is wrong ([`wire::MICROPAY_REQUEST_ERRORS`]), not the shopper's
+    /// payment: `AdapterError::Rejected`, so the POS never asks for another code.
+    RequestRefused {
         code: String,
         message: String,
     },
@@ -597,6 +619,12 @@ impl WechatPayAdapter {
         Ok(match code.as_str() {
             "USERPAYING" => Micropay::UserPaying,
             "SYSTEMERROR" | "BANKERROR" | "ORDERPAID" => Micropay::AskAgain,
+            _ if wire::MICROPAY_REQUEST_ERRORS.contains(&code.as_str()) => {
+                Micropay::RequestRefused {
+                    message: answer.get("err_code_des").cloned().unwrap_or_default(),
+                    code,
+                }
+            }
             _ => Micropay::Declined {
                 message: answer.get("err_code_des").cloned().unwrap_or_default(),
                 code: if code.is_empty() { "FAIL".into() } else { code },
@@ -913,6 +941,9 @@ impl WechatPayAdapter {
                             notice.amount.currency.as_deref(),
                         )
                         .map_err(|e| malformed("refund amount", e))?,
+                        // The notice carries this refund (`amount.refund`) and the
+                        // order total, never the cumulative refunded amount.
+                        refunded_total: None,
                         order_id: notice.out_trade_no,
                         refund_id: notice.out_refund_no,
                         wallet_refund_ref: Some(notice.refund_id),
@@ -1103,7 +1134,10 @@ impl WalletAdapter for WechatPayAdapter {
         let mut prepay = wire::Prepay {
             appid: self.config.appid.clone(),
             mchid: self.config.mchid.clone(),
-            description: truncate_chars(&req.description, 127),
+            description: truncate_chars(
+                &description_or_default(&req.description, &req.order_id),
+                127,
+            ),
             out_trade_no: path_id(&req.order_id)?.to_owned(),
             time_expire: Some(wire::rfc3339(req.expires_at)),
             attach: None,
@@ -1164,7 +1198,13 @@ impl WalletAdapter for WechatPayAdapter {
     async fn charge_code(&self, req: &ChargeCode) -> Result<ChargeOutcome, AdapterError> {
         self.check_currency(&req.amount)?;
         let params = BTreeMap::from([
-            ("body".to_owned(), truncate_bytes(&req.description, 128)),
+            (
+                "body".to_owned(),
+                truncate_bytes(
+                    &description_or_default(&req.description, &req.order_id),
+                    128,
+                ),
+            ),
             (
                 "out_trade_no".to_owned(),
                 path_id(&req.order_id)?.to_owned(),
@@ -1192,6 +1232,9 @@ impl WalletAdapter for WechatPayAdapter {
             Micropay::Paid(outcome) => Ok(outcome),
             Micropay::UserPaying => Ok(ChargeOutcome::Pending),
             Micropay::Declined { code, message } => Ok(ChargeOutcome::Failed { code, message }),
+            Micropay::RequestRefused { code, message } => {
+                Err(AdapterError::Rejected { code, message })
+            }
             Micropay::AskAgain => match self.micropay_query(&req.order_id).await {
                 Ok(WalletStatus::Succeeded {
                     wallet_ref,

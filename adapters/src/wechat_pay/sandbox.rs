@@ -484,6 +484,9 @@ impl WechatPaySandbox {
                 json!({"code": "SYSTEM_ERROR", "message": "系统错误 (sandbox fault injection)"}),
             ));
         }
+        if let Some(answer) = self.faults.take_http_status() {
+            return Err(answer);
+        }
         self.verify_request(req, body)
             .map_err(|why| self.respond(V3::Error(401, "SIGN_ERROR", format!("签名错误: {why}"))))
     }
@@ -1397,6 +1400,9 @@ async fn v2_call(
             ),
         ]);
         return xml_response(500, &fields);
+    }
+    if let Some(answer) = sb.faults.take_http_status() {
+        return answer;
     }
     match sb.admit_v2(body) {
         Ok((params, sign_type)) => operation(&params, sign_type),

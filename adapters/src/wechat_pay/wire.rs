@@ -676,6 +676,27 @@ pub fn v2_verify(
 /// v2 `return_code` / `result_code` value for success.
 pub const V2_SUCCESS: &str = "SUCCESS";
 
+/// Micropay `err_code`s about our request rather than the shopper's payment
+/// (WeChat's v2 error table): keys and signature, parameters, the appid/mchid
+/// binding, a reused order number, the transport format. Repeating the same
+/// request cannot succeed, and no other payment code would help.
+pub const MICROPAY_REQUEST_ERRORS: &[&str] = &[
+    "SIGNERROR",
+    "PARAM_ERROR",
+    "LACK_PARAMS",
+    "APPID_NOT_EXIST",
+    "MCHID_NOT_EXIST",
+    "APPID_MCHID_NOT_MATCH",
+    "SUB_MCH_ID_NOT_EXIST",
+    "OUT_TRADE_NO_USED",
+    "NOAUTH",
+    "XML_FORMAT_ERROR",
+    "REQUIRE_POST_METHOD",
+    "POST_DATA_EMPTY",
+    "NOT_UTF8",
+    "INVALID_REQUEST",
+];
+
 /// The flat XML of API v2: `<xml><name><![CDATA[value]]></name>...</xml>`.
 ///
 /// A deliberately small reader and writer: one root `<xml>`, children that hold
