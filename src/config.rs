@@ -773,12 +773,23 @@ fn is_secret_param(key: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// The shipped production configuration, with the two values an operator must
+    /// give (public address, admin token).
     fn defaults() -> Settings {
-        load_from(
+        let vars = [
+            ("SESAME__SERVER__PUBLIC_BASE_URL", "https://pay.example.mo"),
+            (
+                "SESAME__ADMIN__TOKEN",
+                "adm_production_test_token_0123456789",
+            ),
+            ("SESAME__WALLETS__MODE", "disabled"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        load_with_vars(
             &PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config"),
             Environment::Production,
             None,
-            false,
+            &vars,
         )
         .expect("the shipped configuration is valid")
     }

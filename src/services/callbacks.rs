@@ -74,6 +74,7 @@ pub async fn apply(
             refund_id,
             wallet_refund_ref,
             amount,
+            refunded_total,
             ..
         } => {
             let Some(id) = RefundId::parse(&refund_id) else {
@@ -99,9 +100,16 @@ pub async fn apply(
                 .await?
                 .map(|o| o.refunded_minor)
                 .unwrap_or(0);
-            if amount.currency() != refund.currency
-                || !confirms_refund(amount.minor(), &refund, order_refunded, &siblings)
-            {
+            // The wallet's cumulative total when it reports one (Alipay's `refund_fee`),
+            // else this refund's own amount, which must be ours exactly.
+            let confirmed = match &refunded_total {
+                Some(total) => {
+                    total.currency() == refund.currency
+                        && confirms_cumulative(total.minor(), &refund, order_refunded, &siblings)
+                }
+                None => amount.minor() == refund.amount_minor,
+            };
+            if amount.currency() != refund.currency || !confirmed {
                 let why = format!(
                     "wallet reported {amount} for refund {} of {}",
                     refund.id,
@@ -148,24 +156,20 @@ pub async fn apply(
     }
 }
 
-/// Most subsets of other refunds in flight `confirms_refund` tries before it only
+/// Most subsets of other refunds in flight `confirms_cumulative` tries before it only
 /// checks that the reported total lies within what they could add up to.
 const MAX_SUBSET_SUMS: usize = 4_096;
 
-/// Whether a wallet's reported refund amount confirms `refund`. Some wallets report
-/// this refund's amount, others (Alipay's `refund_fee`) the trade's cumulative
-/// refunded total, which also counts every earlier refund the wallet has executed:
-/// the ones we have confirmed (`order_refunded`) and any of the order's other
+/// Whether a wallet's cumulative refunded total (Alipay's `refund_fee`) confirms
+/// `refund`: the total counts every refund the wallet has executed on the trade — the
+/// ones we have confirmed (`order_refunded`), this one, and any of the order's other
 /// refunds still pending here (their confirmations may not have reached us yet).
-fn confirms_refund(
+fn confirms_cumulative(
     reported: i64,
     refund: &Refund,
     order_refunded: i64,
     siblings: &[Refund],
 ) -> bool {
-    if reported == refund.amount_minor {
-        return true;
-    }
     let unexplained = reported - order_refunded - refund.amount_minor;
     if unexplained < 0 {
         return false;

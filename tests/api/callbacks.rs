@@ -713,13 +713,37 @@ async fn pending_refund(
     refund["id"].as_str().unwrap().to_owned()
 }
 
-/// The wallet's refund notification, as its adapter hands it over.
+/// The Alipay adapter's refund notification: it reports the trade's cumulative
+/// `refund_fee` as both amounts.
 async fn wallet_reports_refund(app: &TestApp, order: &str, refund: &str, amount: &str) -> Handled {
+    let total = Money::parse(amount, Currency::Cny).unwrap();
+    refund_event(app, order, refund, total, Some(total)).await
+}
+
+/// A notification that reports this refund's own amount only (as WeChat Pay's does).
+async fn wallet_reports_this_refund(
+    app: &TestApp,
+    order: &str,
+    refund: &str,
+    amount: &str,
+) -> Handled {
+    let amount = Money::parse(amount, Currency::Cny).unwrap();
+    refund_event(app, order, refund, amount, None).await
+}
+
+async fn refund_event(
+    app: &TestApp,
+    order: &str,
+    refund: &str,
+    amount: Money,
+    refunded_total: Option<Money>,
+) -> Handled {
     let event = WalletEvent::RefundSucceeded {
         order_id: order.to_owned(),
         refund_id: refund.to_owned(),
         wallet_refund_ref: None,
-        amount: Money::parse(amount, Currency::Cny).unwrap(),
+        amount,
+        refunded_total,
         event_id: format!("refund-{refund}-{amount}"),
     };
     callbacks::apply(&app.state, AdapterId::Alipay, event)
@@ -836,7 +860,7 @@ async fn a_refund_the_wallet_completes_after_reporting_it_failed_is_posted_late_
         )
         .await;
     assert_eq!(rest.status(), StatusCode::CREATED);
-    wallet_reports_refund(&app, &id, &uncovered, "10.00").await;
+    wallet_reports_this_refund(&app, &id, &uncovered, "10.00").await;
     let order = get_order(&app, &shop, &id).await;
     let stuck = refund_in(&order, &uncovered);
     assert_eq!(stuck["status"], "failed");
@@ -867,10 +891,7 @@ async fn standalone_sandboxes(
     data_dir: &std::path::Path,
 ) -> actix_web::dev::ServerHandle {
     let own = sesame::startup::local_base_url(listener.local_addr().unwrap());
-    let sandboxes = sesame::wallets::build(&settings.wallets, data_dir, &own)
-        .unwrap()
-        .sandboxes
-        .unwrap();
+    let sandboxes = sesame::wallets::sandboxes(&settings.wallets, data_dir, &own).unwrap();
     let server = actix_web::HttpServer::new(move || {
         let sandboxes = sandboxes.clone();
         actix_web::App::new().configure(move |cfg| sandboxes.configure(cfg))
