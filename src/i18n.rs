@@ -162,6 +162,16 @@ impl Messages {
         text
     }
 
+    /// The text of `key` before and after its `{name}` placeholder, for a page that
+    /// sets the value apart (in bold, say) while the message decides the word order.
+    pub fn around(&self, key: &str, name: &str) -> (String, String) {
+        let text = self.get(key);
+        match text.split_once(&format!("{{{name}}}")) {
+            Some((before, after)) => (before.to_owned(), after.to_owned()),
+            None => (text.to_owned(), String::new()),
+        }
+    }
+
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.map.keys().map(String::as_str)
     }
@@ -326,5 +336,9 @@ mod tests {
         let m = Lang::Pt.messages();
         assert_eq!(m.fill("pay_title", &[("merchant", "Café")]), "Pagar a Café");
         assert_eq!(m.get("no_such_key"), "no_such_key");
+        assert_eq!(
+            Lang::Zh.messages().around("plate_line", "label"),
+            ("收款點：".to_owned(), String::new())
+        );
     }
 }

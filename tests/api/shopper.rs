@@ -265,7 +265,7 @@ async fn plate_page_names_the_merchant_and_plate_before_the_amount_and_offers_on
     assert_eq!(headers["cache-control"], "no-store");
     let merchant = html.find("Cafe Nam Van").expect("merchant name");
     let plate = html
-        .find("<p id=\"plate\">Pay point: Main</p>")
+        .find("<p id=\"plate\">Pay point: <strong>Main</strong></p>")
         .expect("plate label");
     let amount = html.find("id=\"amount\"").expect("amount field");
     assert!(
@@ -309,7 +309,7 @@ async fn a_detected_wallet_replaces_the_picker() {
     let (_, _, html) = get_page(&app, &format!("/q/{}", p.token), WECHAT_UA, Some("zh-TW")).await;
     assert!(html.contains("使用微信支付付款"), "no stray spaces: {html}");
     assert!(
-        html.contains("收款點：Main"),
+        html.contains("收款點：<strong>Main</strong>"),
         "the separator comes from the messages"
     );
 }
@@ -1138,7 +1138,7 @@ async fn pages_follow_accept_language_and_a_remembered_switch() {
     assert!(!cookie.contains("Secure"), "plain http: {cookie}");
     let html = switched.text().await.unwrap();
     assert!(html.contains("Mesa de Seul") && html.contains(">Pagar</button>"));
-    assert!(html.contains("Ponto de pagamento: Main"));
+    assert!(html.contains("Ponto de pagamento: <strong>Main</strong>"));
     assert!(
         html.contains(&format!("href=\"{path}?lang=zh\"")),
         "visible switch"
@@ -1537,7 +1537,10 @@ async fn the_demo_merchant_and_plate_are_created_once_and_its_poster_opens_witho
     assert_eq!(status, StatusCode::OK);
     assert!(html.contains("芝麻示範咖啡店"));
     let (_, _, html) = get_page(&app, &path, PLAIN_UA, Some("en")).await;
-    assert!(html.contains("Pay point: Counter 1"), "{html}");
+    assert!(
+        html.contains("Pay point: <strong>Counter 1</strong>"),
+        "{html}"
+    );
     let (_, _, html) = get_page(&app, &path, PLAIN_UA, Some("pt")).await;
     assert!(html.contains("Café Demo Sesame"));
     assert_eq!(first.poster_url, format!("{}/demo/poster.svg", app.address));
@@ -1589,7 +1592,9 @@ async fn a_gateway_order_url_shows_the_merchant_the_amount_and_pay() {
     assert_eq!(status, StatusCode::OK);
     assert_strict_csp(&headers);
     let merchant = html.find("<h1 id=\"merchant\">Cafe Nam Van</h1>").unwrap();
-    let line = html.find("<p id=\"plate\">For: Table 4 lunch</p>").unwrap();
+    let line = html
+        .find("<p id=\"plate\">For: <strong>Table 4 lunch</strong></p>")
+        .unwrap();
     let amount = html.find("id=\"amount-fixed\">1,225.50 MOP</p>").unwrap();
     let pay = html.find("id=\"submit\">Pay</button>").unwrap();
     assert!(merchant < line && line < amount && amount < pay);

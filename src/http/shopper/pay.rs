@@ -42,7 +42,7 @@ pub struct BrandChoice {
 struct PayPage {
     chrome: Chrome,
     merchant_name: String,
-    line: Option<String>,
+    line: Option<Line>,
     action: String,
     nonce: String,
     currency: String,
@@ -55,6 +55,14 @@ struct PayPage {
     amount_error: Option<String>,
     wallet_error: Option<String>,
     form_error: Option<String>,
+}
+
+/// The line under the merchant's name, its value (plate label, order description)
+/// set apart.
+pub struct Line {
+    before: String,
+    value: String,
+    after: String,
 }
 
 /// What a Pay page is about.
@@ -107,12 +115,17 @@ impl Payee<'_> {
     }
 
     /// The line under the merchant's name: the plate's label, the order's description.
-    fn line(&self, t: &Messages) -> Option<String> {
+    fn line(&self, t: &Messages) -> Option<Line> {
         let (key, name, text) = match self {
             Payee::Plate { plate, .. } => ("plate_line", "label", plate.label.trim()),
             Payee::Order(order) => ("order_line", "description", order.description.trim()),
         };
-        (!text.is_empty()).then(|| t.fill(key, &[(name, text)]))
+        let (before, after) = t.around(key, name);
+        (!text.is_empty()).then(|| Line {
+            before,
+            value: text.to_owned(),
+            after,
+        })
     }
 
     /// The wallet an order was already routed to (it stays with it).
