@@ -447,7 +447,6 @@ fn gateway(prepared: &Prepared, backend: StoreBackend, redis_url: Option<&str>) 
         .env("SESAME__ADMIN__TOKEN", ADMIN_TOKEN)
         // Load from one address: the shopper rate limits would measure themselves.
         .env("SESAME__SHOPPER__RATE_PER_IP_PER_MINUTE", "1000000000")
-        .env("SESAME__SHOPPER__RATE_PER_PLATE_PER_MINUTE", "1000000000")
         .env("SESAME__LOG__FILTER", "error");
     if let Some(url) = redis_url {
         command.env("SESAME__STORE__REDIS_URL", url);

@@ -197,9 +197,7 @@ fn runtime<F: Future<Output = ExitCode>>(fut: F) -> ExitCode {
 }
 
 async fn serve(settings: Settings) -> ExitCode {
-    let demo = settings.environment == config::Environment::Local && settings.shopper.demo;
-    let admin_token_configured = !settings.admin.token.is_empty();
-    let data_dir = settings.store.path.clone();
+    let demo = crate::services::demo::enabled(&settings);
     let bind = settings.server.bind;
     let app = match Application::build(settings).await {
         Ok(app) => app,
@@ -212,7 +210,7 @@ async fn serve(settings: Settings) -> ExitCode {
     );
     if demo {
         match crate::services::demo::ensure(&app.state()).await {
-            Ok(demo) => print_demo(&demo, admin_token_configured, &data_dir),
+            Ok(demo) => print_demo(&demo),
             Err(e) => tracing::warn!(error = %e.message(), "could not set up the demo merchant"),
         }
     }
@@ -226,24 +224,10 @@ async fn serve(settings: Settings) -> ExitCode {
     }
 }
 
-/// The demo plate a phone can scan, and how to fetch its poster (admin API).
-fn print_demo(
-    demo: &crate::services::demo::Demo,
-    token_configured: bool,
-    data_dir: &std::path::Path,
-) {
-    let bearer = if token_configured {
-        "$SESAME__ADMIN__TOKEN".to_owned()
-    } else {
-        format!(
-            "$(cat {})",
-            data_dir
-                .join(crate::services::admin_token::FILE_NAME)
-                .display()
-        )
-    };
+/// The demo plate a phone can scan, and its poster (both open in a browser).
+fn print_demo(demo: &crate::services::demo::Demo) {
     println!(
-        "Demo merchant \"{}\" ({}):\n  plate:  {}\n  poster: curl -sH \"Authorization: Bearer {bearer}\" {} -o demo-poster.svg",
+        "Demo merchant \"{}\" ({}):\n  plate:  {}\n  poster: {}",
         demo.merchant.name, demo.merchant.id, demo.plate_url, demo.poster_url
     );
 }

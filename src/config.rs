@@ -68,23 +68,97 @@ pub struct Settings {
     pub shopper: ShopperSettings,
 }
 
-/// The public shopper pages (`/q/*`, `/o/*`).
+/// The public shopper pages (`/q/*`, `/o/*`). See README "Shopper pages" for how the
+/// rate limits fit together.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ShopperSettings {
-    /// Requests one client IP may make to the shopper pages per minute (burst = this).
+    /// Page views (plate page, WeChat return, wallet hand-off) one client may make per
+    /// minute (burst = this).
     pub rate_per_ip_per_minute: u32,
-    /// Requests one plate may receive per minute from all clients together.
-    pub rate_per_plate_per_minute: u32,
-    /// Client IPs (and plates) the rate limiter remembers at once (LRU beyond that).
+    /// Pay submissions (`POST .../pay`, cancel) one client may make per minute.
+    pub pay_per_ip_per_minute: u32,
+    /// Valid pay submissions one plate (or gateway order) may receive per minute from
+    /// all clients together; at least twice `pay_per_ip_per_minute`, so no single
+    /// client can use it up.
+    pub pay_per_plate_per_minute: u32,
+    /// Status pages and status polls one client may make per minute.
+    pub status_per_ip_per_minute: u32,
+    /// Clients (and plates) each limiter remembers at once (LRU beyond that).
     pub rate_limit_entries: usize,
-    /// Smallest amount a shopper may type, in minor units of the merchant currency.
+    /// Reverse proxies (IPs or CIDR blocks) whose `X-Forwarded-For` is believed. Empty:
+    /// the client is the TCP peer. A TOML list, or one comma-separated string (so the
+    /// environment can set it: `SESAME__SHOPPER__TRUSTED_PROXIES=10.0.0.0/8,::1`).
+    #[serde(deserialize_with = "string_or_list")]
+    pub trusted_proxies: Vec<String>,
+    /// Smallest amount a shopper may pay, in minor units of the merchant currency.
     pub min_amount_minor: i64,
-    /// Wallet origins (`https://host`) a shopper's Pay form may lead to: the CSP
-    /// `form-action` list. The sandbox origin is added when it is not this gateway.
-    pub wallet_origins: Vec<String>,
-    /// On `sesame serve` in the local environment: create a demo merchant and plate once.
+    /// How long a Pay form stays valid after it was served, seconds.
+    pub form_ttl_secs: i64,
+    /// After a payment failed or expired, its page keeps checking for a late payment
+    /// this long, seconds.
+    pub late_payment_watch_secs: i64,
+    /// On `sesame serve` in the local environment: create a demo merchant and plate once
+    /// and serve its poster at `/demo/poster.svg`.
     pub demo: bool,
+}
+
+impl ShopperSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.rate_per_ip_per_minute == 0
+            || self.pay_per_ip_per_minute == 0
+            || self.status_per_ip_per_minute == 0
+        {
+            return Err(ConfigError("shopper rate limits must be positive".into()));
+        }
+        if self.pay_per_plate_per_minute < self.pay_per_ip_per_minute.saturating_mul(2) {
+            return Err(ConfigError(
+                "shopper.pay_per_plate_per_minute must be at least twice pay_per_ip_per_minute, \
+so that one client cannot lock a plate"
+                    .into(),
+            ));
+        }
+        if self.min_amount_minor < 1 {
+            return Err(ConfigError(
+                "shopper.min_amount_minor must be at least 1".into(),
+            ));
+        }
+        if self.form_ttl_secs < 60 || self.late_payment_watch_secs < 0 {
+            return Err(ConfigError(
+                "shopper.form_ttl_secs must be at least 60 and late_payment_watch_secs not negative"
+                    .into(),
+            ));
+        }
+        if let Some(bad) = self
+            .trusted_proxies
+            .iter()
+            .find(|p| crate::services::rate_limit::IpBlock::parse(p).is_none())
+        {
+            return Err(ConfigError(format!(
+                "shopper.trusted_proxies entry {bad:?} must be an IP address or a CIDR block such as 10.0.0.0/8"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// A list given as a TOML array or as one comma-separated string (environment values).
+fn string_or_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        One(String),
+        Many(Vec<String>),
+    }
+    let items = match Given::deserialize(d)? {
+        Given::One(text) => text.split(',').map(str::to_owned).collect(),
+        Given::Many(items) => items,
+    };
+    Ok(items
+        .into_iter()
+        .map(|item| item.trim().to_owned())
+        .filter(|item| !item.is_empty())
+        .collect())
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -505,24 +579,7 @@ impl Settings {
             return Err(ConfigError("idempotency timings must be positive".into()));
         }
         self.validate_payments()?;
-        if self.shopper.rate_per_ip_per_minute == 0 || self.shopper.rate_per_plate_per_minute == 0 {
-            return Err(ConfigError("shopper rate limits must be positive".into()));
-        }
-        if self.shopper.min_amount_minor < 1 {
-            return Err(ConfigError(
-                "shopper.min_amount_minor must be at least 1".into(),
-            ));
-        }
-        if let Some(bad) = self.shopper.wallet_origins.iter().find(|o| {
-            !(o.starts_with("https://") || o.starts_with("http://"))
-                || o.ends_with('/')
-                || o.contains(char::is_whitespace)
-                || o.contains(';')
-        }) {
-            return Err(ConfigError(format!(
-                "shopper.wallet_origins entry {bad:?} must be an origin like https://host"
-            )));
-        }
+        self.shopper.validate()?;
         if self.qr.max_size_px < 64 {
             return Err(ConfigError("qr.max_size_px must be at least 64".into()));
         }

@@ -1,11 +1,16 @@
 //! Languages of the shopper pages: English, Traditional Chinese and Portuguese
-//! (Macau's), their message files (`locales/*.toml`, compiled in) and the choice of
+//! (Macau's), their message files (`locales/*.toml`, compiled in), the choice of
 //! language for a request (`?lang=`, then the `sesame_lang` cookie, then
-//! `Accept-Language`). Must never: hold a user-visible string outside the message
-//! files, or fail a page because a message is missing (English, then the key, stand in).
+//! `Accept-Language`) and the user-visible formats of amounts and times, which the
+//! message files define too (`money_format`, `number_group`, `time_format`, ...).
+//! Must never: hold a user-visible string or format outside the message files, or
+//! fail a page because a message is missing (English, then the key, stand in).
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::sync::OnceLock;
+
+use sesame_adapters::money::{Currency, Money};
 
 /// Cookie remembering an explicit language choice.
 pub const LANG_COOKIE: &str = "sesame_lang";
@@ -157,8 +162,83 @@ impl Messages {
         text
     }
 
+    /// The text of `key` before and after its `{name}` placeholder, for a page that
+    /// sets the value apart (in bold, say) while the message decides the word order.
+    pub fn around(&self, key: &str, name: &str) -> (String, String) {
+        let text = self.get(key);
+        match text.split_once(&format!("{{{name}}}")) {
+            Some((before, after)) => (before.to_owned(), after.to_owned()),
+            None => (text.to_owned(), String::new()),
+        }
+    }
+
     pub fn keys(&self) -> impl Iterator<Item = &str> {
         self.map.keys().map(String::as_str)
+    }
+
+    /// The digits of an amount as this language writes them: thousands grouped by
+    /// `number_group`, decimals after `number_decimal` (`1,000,000.00`, `1 000 000,00`).
+    pub fn number(&self, money: &Money) -> String {
+        let plain = money.to_decimal_string();
+        let (int, frac) = plain.split_once('.').unwrap_or((&plain, ""));
+        let group = self.get("number_group");
+        let mut out = String::with_capacity(plain.len() + 8);
+        for (i, digit) in int.chars().enumerate() {
+            if i > 0 && (int.len() - i) % 3 == 0 {
+                out.push_str(group);
+            }
+            out.push(digit);
+        }
+        if !frac.is_empty() {
+            out.push_str(self.get("number_decimal"));
+            out.push_str(frac);
+        }
+        out
+    }
+
+    /// An amount with its currency, laid out by `money_format` (`1,000.00 MOP`).
+    pub fn money(&self, money: &Money) -> String {
+        self.fill(
+            "money_format",
+            &[
+                ("amount", &self.number(money)),
+                ("currency", money.currency().code()),
+            ],
+        )
+    }
+
+    /// [`Messages::money`] of integer minor units (a stored amount).
+    pub fn money_minor(&self, minor: i64, currency: Currency) -> String {
+        match Money::from_minor(minor, currency) {
+            Ok(money) => self.money(&money),
+            Err(_) => self.fill(
+                "money_format",
+                &[("amount", "-"), ("currency", currency.code())],
+            ),
+        }
+    }
+
+    /// The wall-clock time `offset_hours` east of UTC, by `time_format` (chrono's
+    /// strftime), with the zone named by `time_zone` and laid out by `time_line`.
+    pub fn time(&self, ms: i64, offset_hours: i32) -> String {
+        let Some(utc) = chrono::DateTime::<chrono::Utc>::from_timestamp_millis(ms) else {
+            return String::new();
+        };
+        let Some(offset) = chrono::FixedOffset::east_opt(offset_hours * 3600) else {
+            return String::new();
+        };
+        let local = utc.with_timezone(&offset);
+        let mut time = String::new();
+        // A broken format in a message file must not fail the page: ISO 8601 instead.
+        if write!(time, "{}", local.format(self.get("time_format"))).is_err() {
+            time = local.format("%Y-%m-%d %H:%M:%S").to_string();
+        }
+        let offset = match offset_hours {
+            0 => String::new(),
+            h => format!("{h:+}"),
+        };
+        let zone = self.fill("time_zone", &[("offset", &offset)]);
+        self.fill("time_line", &[("time", &time), ("zone", &zone)])
     }
 }
 
@@ -206,9 +286,59 @@ mod tests {
     }
 
     #[test]
+    fn amounts_are_grouped_and_laid_out_per_language() {
+        let big = Money::from_minor(100_000_000, Currency::Mop).unwrap();
+        assert_eq!(Lang::En.messages().money(&big), "1,000,000.00 MOP");
+        assert_eq!(Lang::Zh.messages().money(&big), "1,000,000.00 MOP");
+        assert_eq!(
+            Lang::Pt.messages().money(&big),
+            "1\u{a0}000\u{a0}000,00 MOP"
+        );
+        let won = Money::from_minor(12_000, Currency::Krw).unwrap();
+        assert_eq!(Lang::En.messages().money(&won), "12,000 KRW");
+        let small = Money::from_minor(1, Currency::Mop).unwrap();
+        assert_eq!(Lang::Pt.messages().money(&small), "0,01 MOP");
+        assert_eq!(
+            Lang::En.messages().money_minor(999, Currency::Mop),
+            "9.99 MOP"
+        );
+    }
+
+    #[test]
+    fn times_follow_each_language_format_and_name_the_zone() {
+        // 2026-11-29T04:05:06Z
+        let ms = 1_795_925_106_000;
+        assert_eq!(
+            Lang::En.messages().time(ms, 8),
+            "2026-11-29 12:05:06 (UTC+8)"
+        );
+        assert_eq!(Lang::En.messages().time(ms, 0), "2026-11-29 04:05:06 (UTC)");
+        assert_eq!(
+            Lang::Zh.messages().time(ms, 8),
+            "2026年11月29日 12:05:06（UTC+8）"
+        );
+        assert_eq!(
+            Lang::Pt.messages().time(ms, 9),
+            "29/11/2026 13:05:06 (UTC+9)"
+        );
+        for lang in Lang::ALL {
+            let format = lang.messages().get("time_format");
+            assert!(
+                chrono::format::StrftimeItems::new(format)
+                    .all(|item| item != chrono::format::Item::Error),
+                "{lang:?}: {format}"
+            );
+        }
+    }
+
+    #[test]
     fn placeholders_are_filled_and_missing_keys_fall_back() {
         let m = Lang::Pt.messages();
         assert_eq!(m.fill("pay_title", &[("merchant", "Café")]), "Pagar a Café");
         assert_eq!(m.get("no_such_key"), "no_such_key");
+        assert_eq!(
+            Lang::Zh.messages().around("plate_line", "label"),
+            ("收款點：".to_owned(), String::new())
+        );
     }
 }

@@ -7,6 +7,7 @@ pub mod idempotent;
 pub mod merchant;
 pub mod middleware;
 pub mod ops;
+pub mod order_qr;
 pub mod orders;
 pub mod plates;
 pub mod request_id;
@@ -14,11 +15,12 @@ pub mod returns;
 pub mod shopper;
 pub mod webhooks;
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, guard, web};
 
 use crate::error::{ApiError, ErrorCode};
 
-/// The URL tree. Each resource answers a wrong method with a JSON 405.
+/// The URL tree. Each API resource answers a wrong method with a JSON 405; the
+/// shopper's addresses (`/q`, `/o`, `/static`, `/demo`) answer HTML and also HEAD.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(resource("/healthz").route(web::get().to(ops::healthz)))
         .service(resource("/readyz").route(web::get().to(ops::readyz)))
@@ -47,6 +49,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .route(web::get().to(orders::list_orders)),
         )
         .service(resource("/v1/orders/{id}").route(web::get().to(orders::get_order)))
+        .service(resource("/v1/orders/{id}/qr.png").route(web::get().to(order_qr::png)))
+        .service(resource("/v1/orders/{id}/qr.svg").route(web::get().to(order_qr::svg)))
         .service(resource("/v1/orders/{id}/close").route(web::post().to(orders::close_order)))
         .service(
             resource("/v1/orders/{id}/refunds")
@@ -59,14 +63,53 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(resource("/v1/events/{id}/resend").route(web::post().to(orders::resend_event)))
         .service(resource("/webhooks/{adapter}").route(web::post().to(webhooks::wallet_callback)))
         .service(resource("/return/{adapter}/{order}").route(web::get().to(returns::wallet_return)))
-        .service(resource("/q/{token}").route(web::get().to(shopper::plate_page)))
-        .service(resource("/q/{token}/pay").route(web::post().to(shopper::pay)))
-        .service(resource("/q/{token}/wechat").route(web::get().to(shopper::wechat_return)))
-        .service(resource("/o/{id}").route(web::get().to(shopper::status_page)))
-        .service(resource("/o/{id}/status").route(web::get().to(shopper::status_json)))
-        .service(resource("/static/sesame.css").route(web::get().to(shopper::css)))
-        .service(resource("/static/status.js").route(web::get().to(shopper::status_js)))
-        .service(resource("/static/wechat.js").route(web::get().to(shopper::wechat_js)));
+        .service(
+            web::scope("/q")
+                .default_service(web::to(shopper::not_found_page))
+                .service(page("/{token}").route(read().to(shopper::plate_page)))
+                .service(
+                    page("/{token}/pay")
+                        .route(web::post().to(shopper::pay))
+                        .route(read().to(shopper::to_form_page)),
+                )
+                .service(page("/{token}/wechat").route(read().to(shopper::wechat_return_plate))),
+        )
+        .service(
+            web::scope("/o")
+                .default_service(web::to(shopper::not_found_page))
+                .service(page("/{id}").route(read().to(shopper::order_page)))
+                .service(page("/{id}/status").route(read().to(shopper::status_json)))
+                .service(
+                    page("/{id}/pay")
+                        .route(web::post().to(shopper::order_pay))
+                        .route(read().to(shopper::to_form_page)),
+                )
+                .service(page("/{id}/wallet").route(read().to(shopper::open_wallet)))
+                .service(page("/{id}/wechat").route(read().to(shopper::wechat_return)))
+                .service(
+                    page("/{id}/cancel")
+                        .route(web::post().to(shopper::cancel))
+                        .route(read().to(shopper::to_form_page)),
+                ),
+        )
+        .service(
+            web::scope("/static")
+                .default_service(web::to(shopper::not_found_page))
+                .service(page("/sesame.css").route(read().to(shopper::css)))
+                .service(page("/status.js").route(read().to(shopper::status_js)))
+                .service(page("/wechat.js").route(read().to(shopper::wechat_js))),
+        )
+        .service(page("/demo/poster.svg").route(read().to(shopper::demo_poster)));
+}
+
+/// A shopper address: a wrong method gets an HTML 405.
+fn page(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(shopper::method_not_allowed_page))
+}
+
+/// GET, and HEAD (answered like GET, without the body).
+fn read() -> actix_web::Route {
+    web::route().guard(guard::Any(guard::Get()).or(guard::Head()))
 }
 
 fn resource(path: &str) -> actix_web::Resource {

@@ -88,7 +88,7 @@ fn poster_names<'a>(merchant: &'a Merchant, lang: Option<&str>) -> Result<Vec<&'
 }
 
 /// Owned poster texts, so they can move to the blocking pool.
-struct PosterInputs {
+pub(crate) struct PosterInputs {
     names: Vec<String>,
     label: String,
     amount: Option<String>,
@@ -114,20 +114,37 @@ async fn image(
     query: web::Query<ImageQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let (merchant, plate) = visible_plate(&state, &caller, &path).await?;
-    let params = RenderParams::parse(
+    plate_image(kind, &req, &state, &merchant, &plate, &query).await
+}
+
+/// The rendering options a query asks for.
+pub(crate) fn image_params(state: &AppState, query: &ImageQuery) -> Result<RenderParams, ApiError> {
+    RenderParams::parse(
         query.size.as_deref(),
         query.margin.as_deref(),
         query.ecc.as_deref(),
         state.settings.qr.max_size_px,
     )
-    .map_err(render_error)?;
+    .map_err(render_error)
+}
+
+/// A plate's code or poster, for a caller already allowed to see the plate.
+pub(crate) async fn plate_image(
+    kind: Kind,
+    req: &HttpRequest,
+    state: &web::Data<AppState>,
+    merchant: &Merchant,
+    plate: &Plate,
+    query: &ImageQuery,
+) -> Result<HttpResponse, ApiError> {
+    let params = image_params(state, query)?;
     let payload =
-        PlateContext::from_settings(&state.settings, &state.tokens).payload(&merchant, &plate)?;
+        PlateContext::from_settings(&state.settings, &state.tokens).payload(merchant, plate)?;
     let amount = plate
         .fixed_amount_minor
         .and_then(|minor| sesame_adapters::money::Money::from_minor(minor, merchant.currency).ok())
         .map(|m| m.to_string());
-    let names: Vec<String> = poster_names(&merchant, query.lang.as_deref())?
+    let names: Vec<String> = poster_names(merchant, query.lang.as_deref())?
         .into_iter()
         .map(str::to_owned)
         .collect();
@@ -139,6 +156,20 @@ async fn image(
         amount,
         wallets,
     });
+    image_response(kind, req, state, payload, params, poster_inputs).await
+}
+
+/// `payload` rendered as `kind` (plates, orders): the ETag is computed without
+/// rendering, a matching `If-None-Match` gets a 304, and a render runs on the blocking
+/// pool through the cache.
+pub(crate) async fn image_response(
+    kind: Kind,
+    req: &HttpRequest,
+    state: &web::Data<AppState>,
+    payload: String,
+    params: RenderParams,
+    poster_inputs: Option<PosterInputs>,
+) -> Result<HttpResponse, ApiError> {
     let etag = RenderCache::etag_for(
         kind,
         &payload,

@@ -1,7 +1,9 @@
 //! The local demo: on `sesame serve` in the local environment, a merchant "Sesame Demo
 //! Cafe" (with its Chinese and Portuguese names) and a plate exist, created once. The
 //! demo merchant's id is remembered in the store (as a named server value), so every
-//! later start finds the same merchant and plate. Must never: run outside the local
+//! later start finds the same merchant and plate. Its poster is served without the
+//! admin token at `/demo/poster.svg`, in the local environment only, so a newcomer can
+//! open it in a browser. Must never: run or serve anything outside the local
 //! environment, or create a second demo merchant.
 
 use crate::domain::{ApiKey, Merchant, MerchantId, Plate};
@@ -18,8 +20,16 @@ pub struct Demo {
     pub plate: Plate,
     /// What the shopper scans: `{public_base_url}/q/{token}`.
     pub plate_url: String,
-    /// The printable poster (admin API: needs the admin token).
+    /// The printable poster, openable in a browser (local environment only).
     pub poster_url: String,
+}
+
+/// Where the demo poster is served.
+pub const POSTER_PATH: &str = "/demo/poster.svg";
+
+/// Whether this process runs the demo (local environment with `shopper.demo`).
+pub fn enabled(settings: &crate::config::Settings) -> bool {
+    settings.environment == crate::config::Environment::Local && settings.shopper.demo
 }
 
 /// Finds the demo merchant and its first plate, creating them on the first call.
@@ -50,7 +60,7 @@ pub async fn ensure(state: &AppState) -> Result<Demo, ApiError> {
     let base = &state.settings.server.public_base_url;
     Ok(Demo {
         plate_url: format!("{base}/q/{}", state.tokens.token_for(&plate.id)),
-        poster_url: format!("{base}/v1/plates/{}/poster.svg", plate.id),
+        poster_url: format!("{base}{POSTER_PATH}"),
         merchant,
         plate,
     })

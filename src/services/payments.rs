@@ -126,6 +126,7 @@ pub fn order_view(state: &AppState, order: &Order) -> Value {
         "pay": {
             "url": format!("{base}/o/{}", order.id),
             "action": order.pay_action,
+            "qr": crate::services::shopper::qr_payload(state, order),
         },
         "expires_at": rfc3339(order.expires_at),
         "paid_at": order.paid_at.map(rfc3339),

@@ -1,52 +1,95 @@
-//! The static-plate shopper flow (DESIGN §4 "Static scan"): which plate and merchant a
-//! scan names, which wallet routes fit the merchant's currency, checking a typed
-//! amount, creating the plate's order idempotently (its id derived from the plate and
-//! the form's nonce, so a double tap or a browser retry is the SAME order) and starting
-//! it at the wallet. Never sees actix types; never trusts the form for a fixed amount.
+//! The shopper flow (DESIGN §4 "Static scan", and the gateway QR of a dynamic order):
+//! which plate and merchant a scan names, which wallet routes fit the merchant's
+//! currency, checking the amount, creating the plate's order idempotently (its id
+//! derived from the plate and the form's signed nonce, so a double tap or a browser
+//! retry is the SAME order), routing a gateway order to the wallet the shopper chose
+//! (once: a compare-and-set), starting either at the wallet and closing one the
+//! shopper gave up on. Never sees actix types; never trusts the form for a fixed
+//! amount; never offers a wallet the shopper's browser cannot pay with.
+
+mod amount;
+mod form;
 
 use std::net::IpAddr;
 
 use sesame_adapters::brands::Brand;
 use sesame_adapters::contract::{AdapterId, PayMode};
-use sesame_adapters::money::{Currency, Money, MoneyError};
+use sesame_adapters::money::{Currency, Money};
 
-use crate::domain::ids::{base32, random_bytes};
+pub use amount::AmountError;
+pub use form::FormCheck;
+use form::FormKey;
+
 use crate::domain::order::{Order, OrderMode, OrderStatus};
 use crate::domain::plate::Plate;
 use crate::domain::{Merchant, OrderId, PlateId};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::services::payments;
-use crate::services::rate_limit::RateLimiter;
+use crate::services::rate_limit::{IpBlock, RateLimiter};
 use crate::startup::AppState;
-use crate::store::CommitOutcome;
+use crate::store::{CommitOutcome, OrderChange};
 use crate::wallets::Route;
 
-/// The rate limiters of the public pages (see `[shopper]` in the configuration).
+/// The rate limiters of the public pages (see `[shopper]` in the configuration and
+/// README "Shopper pages"): per client for page views, pay submissions and status
+/// polls, and per payee (plate or gateway order) for valid pay submissions.
 pub struct ShopperLimits {
-    pub per_ip: RateLimiter<IpAddr>,
-    pub per_plate: RateLimiter<PlateId>,
+    pub pages: RateLimiter<IpAddr>,
+    pub pay_per_client: RateLimiter<IpAddr>,
+    pub pay_per_payee: RateLimiter<String>,
+    pub status: RateLimiter<IpAddr>,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<IpBlock>,
 }
 
 impl ShopperLimits {
     pub fn new(settings: &crate::config::ShopperSettings) -> ShopperLimits {
+        let entries = settings.rate_limit_entries;
         ShopperLimits {
-            per_ip: RateLimiter::new(settings.rate_per_ip_per_minute, settings.rate_limit_entries),
-            per_plate: RateLimiter::new(
-                settings.rate_per_plate_per_minute,
-                settings.rate_limit_entries,
-            ),
+            pages: RateLimiter::new(settings.rate_per_ip_per_minute, entries),
+            pay_per_client: RateLimiter::new(settings.pay_per_ip_per_minute, entries),
+            pay_per_payee: RateLimiter::new(settings.pay_per_plate_per_minute, entries),
+            status: RateLimiter::new(settings.status_per_ip_per_minute, entries),
+            // Validated when the configuration loaded.
+            trusted_proxies: settings
+                .trusted_proxies
+                .iter()
+                .filter_map(|p| IpBlock::parse(p))
+                .collect(),
         }
     }
 }
 
-/// A fresh form nonce (128 random bits).
-pub fn new_nonce() -> String {
-    base32(&random_bytes::<16>())
+/// What a form is for: its nonce is valid for this subject only.
+pub fn plate_subject(plate: &PlateId) -> String {
+    format!("plate:{plate}")
 }
 
-/// Nonces we issued look like this; anything else is not a form of ours.
-pub fn nonce_is_valid(nonce: &str) -> bool {
-    (16..=64).contains(&nonce.len()) && nonce.bytes().all(|b| b.is_ascii_alphanumeric())
+pub fn order_subject(order: &OrderId) -> String {
+    format!("order:{order}")
+}
+
+pub fn cancel_subject(order: &OrderId) -> String {
+    format!("cancel:{order}")
+}
+
+fn form_key(state: &AppState) -> FormKey {
+    FormKey::derive(&state.id_secret)
+}
+
+/// A fresh signed nonce for a form about `subject`.
+pub fn issue_form(state: &AppState, subject: &str) -> String {
+    form_key(state).issue(subject, state.clock.now_ms())
+}
+
+/// Whether a submitted nonce is one we issued for `subject`, and still fresh.
+pub fn check_form(state: &AppState, subject: &str, nonce: &str) -> FormCheck {
+    form_key(state).check(
+        subject,
+        nonce,
+        state.clock.now_ms(),
+        state.settings.shopper.form_ttl_secs,
+    )
 }
 
 /// The order a (plate, nonce) pair names: keyed by the server secret, so a shopper
@@ -114,14 +157,40 @@ pub fn static_route(state: &AppState, brand: &Brand, currency: Currency) -> Opti
         })
 }
 
-/// The brands a shopper can pick on this merchant's plate, in the picker's order.
-pub fn payable_brands(state: &AppState, currency: Currency) -> Vec<&Brand> {
-    state
+/// Whether `brand` is paid inside its own app's browser only (WeChat Pay's JSAPI needs
+/// WeixinJSBridge and WeChat's OAuth: an ordinary browser cannot pay with it).
+fn needs_own_browser(state: &AppState, brand: &Brand, currency: Currency) -> bool {
+    static_route(state, brand, currency).is_some_and(|r| mode_for(r.adapter_id) == PayMode::Jsapi)
+}
+
+/// What the wallet picker offers an ordinary browser, in the picker's order, and
+/// whether a brand payable only in its own app's browser was left out (the page then
+/// says how to pay with it).
+pub fn picker_brands(state: &AppState, currency: Currency) -> (Vec<&Brand>, bool) {
+    let payable = state
         .wallets
         .brands
         .enabled()
-        .filter(|b| static_route(state, b, currency).is_some())
-        .collect()
+        .filter(|b| static_route(state, b, currency).is_some());
+    let (own_browser, offered): (Vec<&Brand>, Vec<&Brand>) =
+        payable.partition(|b| needs_own_browser(state, b, currency));
+    (offered, !own_browser.is_empty())
+}
+
+/// The brand a submitted form pays with: the in-app browser's when recognised, else
+/// the picker's choice — only a brand the picker offers.
+pub fn chosen_brand<'a>(
+    state: &'a AppState,
+    user_agent: &str,
+    choice: Option<&str>,
+    currency: Currency,
+) -> Option<&'a Brand> {
+    if let Some(brand) = detect_brand(state, user_agent, currency) {
+        return Some(brand);
+    }
+    let brand = state.wallets.brands.get(choice?)?;
+    (static_route(state, brand, currency).is_some() && !needs_own_browser(state, brand, currency))
+        .then_some(brand)
 }
 
 /// The brand whose in-app browser this is, when it can pay in `currency`.
@@ -137,47 +206,34 @@ pub fn detect_brand<'a>(
         .filter(|b| static_route(state, b, currency).is_some())
 }
 
-/// Why a typed amount is refused (shown next to the field).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum AmountError {
-    Empty,
-    Invalid,
-    TooManyDecimals { allowed: u32 },
-    BelowMinimum(Money),
-    AboveMaximum(Money),
+/// The smallest and largest amount a shopper may pay, minor units.
+fn bounds(state: &AppState) -> (i64, i64) {
+    (
+        state.settings.shopper.min_amount_minor,
+        state.settings.payments.max_amount_minor,
+    )
 }
 
-/// A typed amount in the merchant's currency, within `[shopper.min_amount_minor,
-/// payments.max_amount_minor]`. A comma decimal separator is accepted (as typed in
-/// Portuguese); spaces around are ignored.
-pub fn parse_amount(
+/// A typed amount in the merchant's currency, within the bounds (`amount` module).
+pub fn typed_amount(
     state: &AppState,
     input: &str,
     currency: Currency,
 ) -> Result<Money, AmountError> {
-    let text = input.trim().replace(',', ".");
-    if text.is_empty() {
-        return Err(AmountError::Empty);
-    }
-    let min = state.settings.shopper.min_amount_minor;
-    let max = state.settings.payments.max_amount_minor;
-    let bound = |minor: i64| Money::from_minor(minor, currency).map_err(|_| AmountError::Invalid);
-    let money = match Money::parse(&text, currency) {
-        Ok(m) => m,
-        Err(MoneyError::TooManyDecimals { allowed, .. }) => {
-            return Err(AmountError::TooManyDecimals { allowed });
-        }
-        Err(MoneyError::Zero) => return Err(AmountError::BelowMinimum(bound(min)?)),
-        Err(MoneyError::TooLarge) => return Err(AmountError::AboveMaximum(bound(max)?)),
-        Err(_) => return Err(AmountError::Invalid),
-    };
-    if money.minor() < min {
-        return Err(AmountError::BelowMinimum(bound(min)?));
-    }
-    if money.minor() > max {
-        return Err(AmountError::AboveMaximum(bound(max)?));
-    }
-    Ok(money)
+    let (min, max) = bounds(state);
+    amount::parse_amount(input, currency, min, max)
+}
+
+/// An amount fixed by the merchant (a plate's, a gateway order's), checked against the
+/// same bounds at pay time: limits may have changed since it was set.
+pub fn fixed_amount(
+    state: &AppState,
+    minor: i64,
+    currency: Currency,
+) -> Result<Money, AmountError> {
+    let (min, max) = bounds(state);
+    let money = Money::from_minor(minor, currency).map_err(|_| AmountError::Invalid)?;
+    amount::within_bounds(money, min, max)
 }
 
 /// Outcome of creating the plate order for a nonce.
@@ -214,7 +270,7 @@ pub async fn create_plate_order(
         description,
         reference: None,
         mode: OrderMode::StaticScan,
-        fee_bps: payments::fee_bps_for(state, merchant, route.brand.as_deref()),
+        fee_bps: payments::checked_fee_bps(state, merchant, route.brand.as_deref())?,
         brand: route.brand.clone(),
         adapter: Some(route.adapter_id.as_str().to_owned()),
         status: OrderStatus::Created,
@@ -350,5 +406,131 @@ pub fn jsapi_params(order: &Order) -> Option<Vec<(String, String)>> {
             .iter()
             .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
             .collect(),
+    )
+}
+
+/// A dynamic order created without a wallet (`POST /v1/orders` with neither `wallet`
+/// nor `auth_code`) that no shopper has started yet: its gateway URL shows the Pay
+/// page.
+pub fn awaits_wallet_choice(order: &Order) -> bool {
+    order.mode == OrderMode::DynamicQr
+        && order.plate_id.is_none()
+        && order.status == OrderStatus::Created
+        && order.pay_action.is_none()
+}
+
+/// Outcome of routing a gateway order to the shopper's wallet.
+pub enum Routed {
+    /// Routed to this route (now, or by an earlier submit of the same choice).
+    Ready(Order),
+    /// Another wallet was chosen first (another shopper, another tab): the order stays
+    /// with it, so two wallets never hold the same payment.
+    Taken(Order),
+}
+
+/// Fixes a gateway order's brand, adapter and fee (the merchant's rate for that
+/// brand) before it is started at the wallet — once, by compare-and-set, so two
+/// concurrent choices cannot both start it.
+pub async fn route_gateway_order(
+    state: &AppState,
+    merchant: &Merchant,
+    order: Order,
+    route: &Route,
+) -> Result<Routed, ApiError> {
+    let adapter = route.adapter_id.as_str().to_owned();
+    let mut current = order;
+    for _ in 0..8 {
+        if current.adapter.is_some() {
+            let same = current.adapter.as_deref() == Some(adapter.as_str())
+                && current.brand == route.brand;
+            return Ok(if same {
+                Routed::Ready(current)
+            } else {
+                Routed::Taken(current)
+            });
+        }
+        let now = state.clock.now_ms();
+        let mut next = current.clone();
+        next.brand = route.brand.clone();
+        next.adapter = Some(adapter.clone());
+        next.fee_bps = payments::checked_fee_bps(state, merchant, route.brand.as_deref())?;
+        next.version = current.version + 1;
+        next.updated_at = now;
+        let change = OrderChange {
+            order: next.clone(),
+            expected_version: current.version,
+            dedupe_key: None,
+            refund: None,
+            entry: None,
+            event: None,
+        };
+        match state.store.commit(&change, now).await? {
+            CommitOutcome::Applied => return Ok(Routed::Ready(next)),
+            CommitOutcome::Duplicate | CommitOutcome::VersionConflict => {
+                current = state
+                    .store
+                    .order(&current.id)
+                    .await?
+                    .ok_or_else(|| ApiError::new(ErrorCode::OrderNotFound))?;
+            }
+        }
+    }
+    Err(ApiError::with(
+        ErrorCode::RequestInProgress,
+        "the order is changing; retry",
+    ))
+}
+
+/// Ends an open order the shopper gave up on (cancelled the WeChat sheet, chose another
+/// wallet) through the payments service: asked at the wallet first, so a payment that
+/// landed meanwhile is settled, never lost; otherwise closed there and expired here.
+pub async fn cancel_order(state: &AppState, order: &Order) -> Result<Order, ApiError> {
+    if order.status.is_terminal() {
+        return Ok(order.clone());
+    }
+    match payments::close_order(state, order).await {
+        Ok(closed) => Ok(closed),
+        Err(e) if e.code == ErrorCode::OrderNotOpen => state
+            .store
+            .order(&order.id)
+            .await?
+            .ok_or_else(|| ApiError::new(ErrorCode::OrderNotFound)),
+        Err(e) => Err(e),
+    }
+}
+
+/// The gateway URL of an order: what its QR encodes when no wallet was given, the page
+/// any wallet's scanner opens.
+pub fn order_url(state: &AppState, order: &Order) -> String {
+    format!("{}/o/{}", state.settings.server.public_base_url, order.id)
+}
+
+/// What an order's QR code encodes (`pay.qr` in the order JSON, `qr.png` / `qr.svg`):
+/// the wallet's own QR string when the order was created with `wallet`, the wallet's
+/// cashier URL for a wallet that only redirects (Kakao Pay), else the gateway URL. A
+/// gateway order keeps its gateway URL after a shopper chose a wallet (that start is a
+/// redirect or JSAPI, never a QR). `None` for plate orders (the plate is the QR) and
+/// customer-code orders (the shopper showed a code).
+pub fn qr_payload(state: &AppState, order: &Order) -> Option<String> {
+    if order.mode != OrderMode::DynamicQr {
+        return None;
+    }
+    let action = order.pay_action.as_ref();
+    let kind = action.and_then(|a| a["type"].as_str());
+    let wallet_has_qr = order
+        .adapter
+        .as_deref()
+        .and_then(|a| AdapterId::parse(a).ok())
+        .and_then(|id| state.wallets.adapter(id))
+        .is_some_and(|a| a.capabilities().supports_mode(PayMode::DynamicQr));
+    let wallet_string = match kind {
+        Some("qr") => action.and_then(|a| a["data"].as_str()),
+        Some("redirect") if !wallet_has_qr => action.and_then(|a| a["url"].as_str()),
+        _ => None,
+    };
+    Some(
+        wallet_string
+            .map(str::to_owned)
+            .unwrap_or_else(|| order_url(state, order)),
     )
 }
