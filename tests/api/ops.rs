@@ -92,7 +92,7 @@ async fn a_token_file_without_a_token_is_refused_not_used() {
 }
 
 #[tokio::test]
-async fn readiness_fails_when_redis_stops_being_durable() {
+async fn readiness_fails_and_writes_are_refused_while_redis_is_not_durable() {
     let app = spawn_app_on(StoreBackend::Redis).await;
     assert_eq!(app.get("/readyz", None).await.status(), StatusCode::OK);
     // An operator turns fsync-always off on the running server.
@@ -111,4 +111,26 @@ async fn readiness_fails_when_redis_stops_being_durable() {
     assert_eq!(body["error"]["code"], "store_unavailable");
     assert!(body["error"]["request_id"].is_string(), "{body}");
     assert_eq!(body["store"]["durable"], false, "{body}");
+    // Nothing is acknowledged meanwhile: the write is refused, not half-promised.
+    let refused = app
+        .create_merchant(&crate::support::app::merchant_body("Cafe"))
+        .await;
+    crate::support::app::assert_error(
+        refused,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+    )
+    .await;
+    assert_eq!(app.merchant_count().await, 0);
+    // Durable again: ready, and writes are taken.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("appendfsync")
+        .arg("always")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    assert_eq!(app.get("/readyz", None).await.status(), StatusCode::OK);
+    app.onboard("Cafe").await;
+    assert_eq!(app.merchant_count().await, 1);
 }

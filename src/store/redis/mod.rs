@@ -76,6 +76,8 @@ mod scripts;
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -104,6 +106,9 @@ const RECONNECT_MAX_DELAY_MS: u64 = 1_000;
 /// Largest page of merchant ids read per round trip by `list_merchants`.
 const LIST_BATCH_MAX: usize = 500;
 
+/// How often a running store asks the server again whether its writes are durable.
+const DURABILITY_RECHECK: Duration = Duration::from_secs(1);
+
 /// The Redis backend. Cheap to share: the connection multiplexes concurrent calls.
 pub struct RedisStore {
     conn: ConnectionManager,
@@ -111,6 +116,12 @@ pub struct RedisStore {
     scripts: Scripts,
     timeout: Duration,
     masked_url: String,
+    /// False while the server is seen without durable writes (AOF or
+    /// `appendfsync always` switched off after start) and `allow_volatile` is off:
+    /// then writes that would be acknowledged are refused. Re-read every
+    /// `DURABILITY_RECHECK` and on every health check.
+    writes_durable: Arc<AtomicBool>,
+    allow_volatile: bool,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -168,6 +179,8 @@ impl RedisStore {
             scripts: Scripts::new(),
             timeout,
             masked_url,
+            writes_durable: Arc::new(AtomicBool::new(true)),
+            allow_volatile,
         };
         let persistence = store.persistence().await?;
         if !persistence.durable() {
@@ -187,7 +200,67 @@ impl RedisStore {
             durability = %persistence.describe(),
             "redis store connected"
         );
+        if !allow_volatile {
+            store.watch_durability();
+        }
         Ok(store)
+    }
+
+    /// Re-reads the server's persistence settings every `DURABILITY_RECHECK` until the
+    /// store is dropped, so a server switched to non-durable writes after start stops
+    /// acknowledging within that interval (and `/readyz` says so at once).
+    fn watch_durability(&self) {
+        let watcher = RedisStore {
+            conn: self.conn.clone(),
+            keys: self.keys.clone(),
+            scripts: Scripts::new(),
+            timeout: self.timeout,
+            masked_url: self.masked_url.clone(),
+            writes_durable: Arc::clone(&self.writes_durable),
+            allow_volatile: self.allow_volatile,
+        };
+        let alive = Arc::downgrade(&self.writes_durable);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(DURABILITY_RECHECK).await;
+                // Only the store and this task hold the flag: the store is gone.
+                if alive.strong_count() <= 1 {
+                    return;
+                }
+                // Unreachable is not "not durable": calls fail on their own then.
+                if let Ok(persistence) = watcher.persistence().await {
+                    watcher.note_durability(&persistence);
+                }
+            }
+        });
+    }
+
+    /// Records what the server said about durability; logs a change once.
+    fn note_durability(&self, persistence: &Persistence) {
+        let durable = persistence.durable() || self.allow_volatile;
+        let was = self.writes_durable.swap(durable, Ordering::SeqCst);
+        if was && !durable {
+            tracing::error!(
+                url = %self.masked_url,
+                durability = %persistence.describe(),
+                "redis writes are no longer durable: refusing writes until they are"
+            );
+        } else if !was && durable {
+            tracing::warn!(url = %self.masked_url, "redis writes are durable again");
+        }
+    }
+
+    /// Refuses a write that would be acknowledged while the server's writes are not
+    /// durable (see `writes_durable`).
+    fn guard_durable(&self, what: &str) -> StoreResult<()> {
+        if self.writes_durable.load(Ordering::SeqCst) {
+            Ok(())
+        } else {
+            Err(StoreError::Unavailable(format!(
+                "redis {what}: refused, the server's writes are not durable (AOF with \
+                 appendfsync always was switched off)"
+            )))
+        }
     }
 
     /// Runs one Redis call within the store timeout, mapping its errors.
@@ -374,6 +447,7 @@ impl Store for RedisStore {
             ));
         }
         let persistence = self.persistence().await?;
+        self.note_durability(&persistence);
         Ok(StoreHealth {
             backend: "redis",
             durable: persistence.durable(),
@@ -397,6 +471,7 @@ impl Store for RedisStore {
     }
 
     async fn create_merchant(&self, bundle: &MerchantBundle) -> StoreResult<()> {
+        self.guard_durable("create_merchant")?;
         let merchant = &bundle.merchant;
         let plate = &bundle.first_plate;
         let key = &bundle.api_key;
@@ -564,6 +639,7 @@ impl Store for RedisStore {
         merchant: &MerchantId,
         key: &crate::domain::ApiKeyRecord,
     ) -> StoreResult<()> {
+        self.guard_durable("rotate_api_key")?;
         // Merchants are never deleted, so checking first is stable and keeps a rotation
         // for an unknown merchant from leaving an index entry behind.
         if !self.merchant_exists(merchant).await? {
@@ -626,6 +702,7 @@ impl Store for RedisStore {
     }
 
     async fn insert_plate(&self, plate: &Plate) -> StoreResult<()> {
+        self.guard_durable("insert_plate")?;
         let merchant = &plate.merchant_id;
         if !self.merchant_exists(merchant).await? {
             return Err(StoreError::NotFound);
@@ -741,6 +818,7 @@ impl Store for RedisStore {
         fingerprint: &[u8; 32],
         clock: IdemClock,
     ) -> StoreResult<IdemBegin> {
+        self.guard_durable("idem_begin")?;
         let lease = LeaseToken::generate();
         let lease_until = clock.now.saturating_add(clock.lease_ms);
         let expires_at = clock.now.saturating_add(clock.retention_ms);
@@ -789,6 +867,7 @@ impl Store for RedisStore {
         lease: &LeaseToken,
         response: &StoredResponse,
     ) -> StoreResult<bool> {
+        self.guard_durable("idem_finish")?;
         let mut conn = self.conn.clone();
         let stored: i64 = self
             .bounded(

@@ -666,6 +666,7 @@ fn lease_answer(merchant: &MerchantId, answer: i64) -> StoreResult<bool> {
 #[async_trait]
 impl PaymentStore for RedisStore {
     async fn commit(&self, change: &OrderChange, now: UnixMillis) -> StoreResult<CommitOutcome> {
+        self.guard_durable("commit")?;
         let deltas = validate(change, now)?;
         let merchant = &change.order.merchant_id;
         let mut ahead = Vec::new();
