@@ -98,6 +98,11 @@ pub struct ShopperSettings {
     /// After a payment failed or expired, its page keeps checking for a late payment
     /// this long, seconds.
     pub late_payment_watch_secs: i64,
+    /// Milliseconds a plate page may show a plate and its merchant as read earlier
+    /// (0 = read the store for every page view). Pay submissions always read afresh.
+    pub plate_cache_ms: i64,
+    /// Plates whose page data is kept in memory at once (least recently seen forgotten).
+    pub plate_cache_entries: usize,
     /// On `sesame serve` in the local environment: create a demo merchant and plate once
     /// and serve its poster at `/demo/poster.svg`.
     pub demo: bool,
@@ -121,6 +126,12 @@ so that one client cannot lock a plate"
         if self.min_amount_minor < 1 {
             return Err(ConfigError(
                 "shopper.min_amount_minor must be at least 1".into(),
+            ));
+        }
+        if self.plate_cache_ms < 0 || (self.plate_cache_ms > 0 && self.plate_cache_entries == 0) {
+            return Err(ConfigError(
+                "shopper.plate_cache_ms must not be negative, and a cache needs plate_cache_entries"
+                    .into(),
             ));
         }
         if self.form_ttl_secs < 60 || self.late_payment_watch_secs < 0 {

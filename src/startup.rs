@@ -18,7 +18,7 @@ use crate::qr::render::RenderCache;
 use crate::qr::token::PlateTokens;
 use crate::services::admin_token::{self, AdminToken, Resolved};
 use crate::services::idempotency::Idempotency;
-use crate::services::shopper::ShopperLimits;
+use crate::services::shopper::{PlateViews, ShopperLimits};
 use crate::store::{self, DynStore};
 use crate::wallets::{self, Wallets};
 use crate::workers::Workers;
@@ -38,6 +38,8 @@ pub struct AppState {
     pub wallets: Wallets,
     /// Rate limiters of the public shopper pages.
     pub shopper_limits: ShopperLimits,
+    /// Recently read plates for plate page views.
+    pub plate_views: PlateViews,
     /// Derives order and refund ids from Idempotency-Keys (see `services::payments`).
     pub id_secret: Vec<u8>,
 }
@@ -98,6 +100,7 @@ pub async fn build_state(
     let state = AppState {
         renders: RenderCache::new(settings.qr.render_cache_entries),
         shopper_limits: ShopperLimits::new(&settings.shopper),
+        plate_views: PlateViews::new(&settings.shopper),
         accepted_wallets: accepted_wallets(&wallets.brands),
         wallets,
         id_secret,

@@ -604,17 +604,35 @@ async fn change_order<F>(
     state: &AppState,
     id: &OrderId,
     dedupe_key: Option<&str>,
+    plan: F,
+) -> Result<Changed, ApiError>
+where
+    F: FnMut(&Order) -> Option<Planned>,
+{
+    change_order_from(state, id, dedupe_key, None, plan).await
+}
+
+/// [`change_order`] whose first attempt plans on `first`, an order the caller has
+/// just read (a compare-and-set conflict reads it again).
+async fn change_order_from<F>(
+    state: &AppState,
+    id: &OrderId,
+    dedupe_key: Option<&str>,
+    mut first: Option<Order>,
     mut plan: F,
 ) -> Result<Changed, ApiError>
 where
     F: FnMut(&Order) -> Option<Planned>,
 {
     for _ in 0..8 {
-        let current = state
-            .store
-            .order(id)
-            .await?
-            .ok_or_else(|| ApiError::new(ErrorCode::OrderNotFound))?;
+        let current = match first.take() {
+            Some(order) => order,
+            None => state
+                .store
+                .order(id)
+                .await?
+                .ok_or_else(|| ApiError::new(ErrorCode::OrderNotFound))?,
+        };
         let Some((mut next, entry, event)) = plan(&current) else {
             return Ok(Changed {
                 order: current,
@@ -786,11 +804,6 @@ pub async fn settle_payment(
         flag_amount_mismatch(state, id, paid).await?;
         return Ok(SettleResult::Mismatch);
     }
-    let merchant = state
-        .store
-        .merchant(&id.merchant())
-        .await?
-        .ok_or_else(|| ApiError::new(ErrorCode::OrderNotFound))?;
     let brand_from_rail = paid.brand.as_deref().map(|b| {
         state
             .wallets
@@ -799,8 +812,27 @@ pub async fn settle_payment(
             .map(|brand| brand.id().to_owned())
             .unwrap_or_else(|| b.to_owned())
     });
+    // The merchant is read only when the rail names another brand than the order's
+    // (its MDR for that brand replaces the order's); most callbacks need one read of
+    // the order and one commit.
+    let rebrands = |o: &Order| {
+        brand_from_rail
+            .as_deref()
+            .is_some_and(|b| o.brand.as_deref() != Some(b))
+    };
+    let merchant = if rebrands(&current) {
+        Some(
+            state
+                .store
+                .merchant(&id.merchant())
+                .await?
+                .ok_or_else(|| ApiError::new(ErrorCode::OrderNotFound))?,
+        )
+    } else {
+        None
+    };
     let mut unpostable = None;
-    let changed = change_order(state, id, Some(dedupe_key), |o| {
+    let changed = change_order_from(state, id, Some(dedupe_key), Some(current), |o| {
         let Decision::Move { to, paid_late } = decide(o.status, OrderEvent::Paid) else {
             return None;
         };
@@ -811,8 +843,14 @@ pub async fn settle_payment(
         next.wallet_ref = Some(paid.wallet_ref.clone());
         next.paid_at = Some(paid.paid_at.unwrap_or(now));
         if let Some(brand) = &brand_from_rail {
-            if next.brand.as_deref() != Some(brand.as_str()) {
-                next.fee_bps = fee_bps_for(state, &merchant, Some(brand));
+            if rebrands(o) {
+                let Some(merchant) = &merchant else {
+                    // The order's brand changed since it was first read (a retry after
+                    // a concurrent change): the caller's retry reads the merchant.
+                    unpostable = Some("the order changed brand while being settled".to_owned());
+                    return None;
+                };
+                next.fee_bps = fee_bps_for(state, merchant, Some(brand));
             }
             next.brand = Some(brand.clone());
         }

@@ -11,6 +11,10 @@ mod amount;
 mod form;
 
 use std::net::IpAddr;
+use std::num::NonZeroUsize;
+use std::sync::Mutex;
+
+use lru::LruCache;
 
 use sesame_adapters::brands::Brand;
 use sesame_adapters::contract::{AdapterId, PayMode};
@@ -22,7 +26,7 @@ use form::FormKey;
 
 use crate::domain::order::{Order, OrderMode, OrderStatus};
 use crate::domain::plate::Plate;
-use crate::domain::{Merchant, OrderId, PlateId};
+use crate::domain::{Merchant, OrderId, PlateId, UnixMillis};
 use crate::error::{ApiError, ErrorCode};
 use crate::services::payments;
 use crate::services::rate_limit::{IpBlock, RateLimiter};
@@ -106,6 +110,47 @@ pub fn order_id_for(
         &format!("static:{plate}"),
         nonce,
     ))
+}
+
+/// Recently read plates with their merchants, for plate page views (see
+/// `shopper.plate_cache_ms`). Only ever holds what `plate_and_merchant` found.
+pub struct PlateViews {
+    ttl_ms: i64,
+    seen: Mutex<LruCache<PlateId, (UnixMillis, Plate, Merchant)>>,
+}
+
+impl PlateViews {
+    pub fn new(settings: &crate::config::ShopperSettings) -> PlateViews {
+        let entries = NonZeroUsize::new(settings.plate_cache_entries).unwrap_or(NonZeroUsize::MIN);
+        PlateViews {
+            ttl_ms: settings.plate_cache_ms,
+            seen: Mutex::new(LruCache::new(entries)),
+        }
+    }
+}
+
+/// [`plate_and_merchant`] for showing a plate page: may answer from what was read in
+/// the last `shopper.plate_cache_ms`. Never used where an order is created.
+pub async fn plate_and_merchant_for_page(
+    state: &AppState,
+    plate_id: &PlateId,
+) -> Result<Option<(Plate, Merchant)>, ApiError> {
+    let views = &state.plate_views;
+    if views.ttl_ms == 0 {
+        return plate_and_merchant(state, plate_id).await;
+    }
+    let now = state.clock.now_ms();
+    if let Ok(mut seen) = views.seen.lock()
+        && let Some((read_at, plate, merchant)) = seen.get(plate_id)
+        && now.saturating_sub(*read_at) < views.ttl_ms
+    {
+        return Ok(Some((plate.clone(), merchant.clone())));
+    }
+    let found = plate_and_merchant(state, plate_id).await?;
+    if let (Some((plate, merchant)), Ok(mut seen)) = (&found, views.seen.lock()) {
+        seen.put(plate_id.clone(), (now, plate.clone(), merchant.clone()));
+    }
+    Ok(found)
 }
 
 /// The plate and its merchant, when both exist and the merchant takes payments.

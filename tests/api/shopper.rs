@@ -1810,3 +1810,45 @@ async fn an_expired_gateway_order_shows_its_status_not_a_pay_form() {
     assert_eq!(location(&late), format!("/o/{id}"));
     assert_eq!(get_order(&app, &shop, id).await["wallet"], Value::Null);
 }
+
+/// A busy plate's page is served from what was read in the last
+/// `shopper.plate_cache_ms`; once that is older the store is read again, and a Pay
+/// submission always reads the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plate_pages_reuse_a_recent_read_and_pay_always_reads_the_store() {
+    let clock = sesame::clock::ManualClock::new(1_800_000_000_000);
+    let app = spawn_with_clock(StoreBackend::Redis, clock.clone()).await;
+    let ttl = app.state.settings.shopper.plate_cache_ms;
+    assert!(ttl > 0);
+    let p = plated(&app, "MOP").await;
+    let path = format!("/q/{}", p.token);
+    let (status, _, html) = get_page(&app, &path, MPAY_UA, None).await;
+    assert_eq!(status, StatusCode::OK);
+    let nonce = nonce_of(&html);
+    // The store goes away.
+    let client = redis::Client::open(app.state.settings.store.redis_url.as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let _ = redis::cmd("SHUTDOWN")
+        .arg("NOSAVE")
+        .query_async::<()>(&mut conn)
+        .await;
+    clock.advance(ttl - 1);
+    let (status, _, html) = get_page(&app, &path, MPAY_UA, None).await;
+    assert_eq!(status, StatusCode::OK, "served from the recent read");
+    assert!(html.contains("Cafe Nam Van"));
+    let pay = post_pay(
+        &app,
+        &p.token,
+        MPAY_UA,
+        &[("amount", "5.00"), ("nonce", &nonce)],
+    )
+    .await;
+    assert!(
+        pay.status().is_server_error(),
+        "pay read the store: {}",
+        pay.status()
+    );
+    clock.advance(1);
+    let (status, _, _) = get_page(&app, &path, MPAY_UA, None).await;
+    assert!(status.is_server_error(), "read again once stale: {status}");
+}

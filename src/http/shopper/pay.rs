@@ -256,6 +256,7 @@ fn fresh_form(state: &AppState, payee: Payee) -> FormState {
 }
 
 /// The admitted request's plate (token checked before any store read) and merchant.
+/// A page view may be answered from the plate cache; a pay submission reads afresh.
 async fn admit_plate(
     state: &AppState,
     req: &HttpRequest,
@@ -263,7 +264,11 @@ async fn admit_plate(
 ) -> Result<(String, Plate, Merchant), Answered> {
     admit(state, req, budget)?;
     let (token, plate_id) = plate_of(state, req)?;
-    match shopper::plate_and_merchant(state, &plate_id).await {
+    let found = match budget {
+        Budget::Pages => shopper::plate_and_merchant_for_page(state, &plate_id).await,
+        _ => shopper::plate_and_merchant(state, &plate_id).await,
+    };
+    match found {
         Ok(Some((plate, merchant))) => Ok((token, plate, merchant)),
         Ok(None) => Err(Box::new(chrome::not_found(state, req))),
         Err(e) => Err(Box::new(chrome::failure(state, req, &e, None))),
