@@ -27,7 +27,6 @@ use sesame::config::{self, Environment, StoreBackend};
 use sesame::domain::order::{Order, OrderStatus};
 use sesame::domain::{Merchant, OrderId};
 use sesame::services::callbacks::{self, Handled};
-use sesame::services::merchants::{self, CreateMerchantRequest, PlateContext};
 use sesame::services::payments::{self, CreateOrderRequest};
 use sesame::startup::{self, AppState};
 use sesame::store::{CommitOutcome, OrderChange};
@@ -106,22 +105,7 @@ async fn open_backend(
         .cloned()
         .expect("alipay_plus adapter in sandbox mode");
 
-    let ctx = PlateContext::from_settings(&state.settings, &state.tokens);
-    let input = merchants::validate_new_merchant(&CreateMerchantRequest {
-        name: "BENCH CAFE".into(),
-        city: "MACAU".into(),
-        country: "MO".into(),
-        mcc: "5812".into(),
-        currency: "MOP".into(),
-        name_zh: None,
-        name_pt: None,
-        notify_url: None,
-    })
-    .expect("valid merchant");
-    let created =
-        merchants::create_merchant(&state.store, &ctx, input, Utc::now().timestamp_millis())
-            .await
-            .expect("onboard merchant");
+    let created = support::onboard(&state, "BENCH CAFE").await;
     let merchant = state
         .store
         .merchant(&sesame::domain::MerchantId::parse(&created.merchant.id).expect("merchant id"))

@@ -32,7 +32,6 @@ use sesame::clock::SystemClock;
 use sesame::config::{self, Environment, StoreBackend};
 use sesame::domain::OrderId;
 use sesame::domain::order::{Order, OrderMode, OrderStatus};
-use sesame::services::merchants::{self, CreateMerchantRequest, PlateContext};
 use sesame::startup;
 use sesame::store::{CommitOutcome, OrderChange};
 use sesame_adapters::contract::AdapterId;
@@ -328,22 +327,7 @@ async fn prepare(backend: StoreBackend, redis_url: Option<String>, callbacks: us
     let (state, _) = startup::build_state(settings, Arc::new(SystemClock), "http://127.0.0.1:1")
         .await
         .expect("build state");
-    let ctx = PlateContext::from_settings(&state.settings, &state.tokens);
-    let input = merchants::validate_new_merchant(&CreateMerchantRequest {
-        name: "LOAD CAFE".into(),
-        city: "MACAU".into(),
-        country: "MO".into(),
-        mcc: "5812".into(),
-        currency: "MOP".into(),
-        name_zh: None,
-        name_pt: None,
-        notify_url: None,
-    })
-    .expect("valid merchant");
-    let created =
-        merchants::create_merchant(&state.store, &ctx, input, Utc::now().timestamp_millis())
-            .await
-            .expect("onboard");
+    let created = support::onboard(&state, "LOAD CAFE").await;
     let merchant = sesame::domain::MerchantId::parse(&created.merchant.id).expect("id");
     let now = Utc::now().timestamp_millis();
     let mut order_ids = Vec::with_capacity(callbacks);
@@ -532,6 +516,25 @@ async fn assert_all_settled(server: &Server, prepared: &Prepared) {
     }
 }
 
+/// Every prepared callback once, then every order checked settled.
+fn callbacks_scenario(
+    rt: &tokio::runtime::Runtime,
+    name: &str,
+    server: &Server,
+    prepared: &Prepared,
+    connections: usize,
+    bare_post: &Latencies,
+) {
+    let settled = rt.block_on(drive(
+        server.address,
+        connections,
+        Requests::Each(prepared.callbacks.clone()),
+        200,
+    ));
+    report(name, &settled, Some(("bare_post", bare_post.per_second)));
+    rt.block_on(assert_all_settled(server, prepared));
+}
+
 fn main() {
     if std::env::var(ROLE_VAR).as_deref() == Ok("bare") {
         run_bare_server();
@@ -604,18 +607,14 @@ fn main() {
         &plate,
         Some(("bare_page", bare_page.per_second)),
     );
-    let settled = rt.block_on(drive(
-        server.address,
-        connections,
-        Requests::Each(prepared.callbacks.clone()),
-        200,
-    ));
-    report(
+    callbacks_scenario(
+        &rt,
         "callbacks/embedded",
-        &settled,
-        Some(("bare_post", bare_echo.per_second)),
+        &server,
+        &prepared,
+        connections,
+        &bare_echo,
     );
-    rt.block_on(assert_all_settled(&server, &prepared));
 
     let key = wallet_key_in(prepared.dir.path());
     let signs = rsa_signs_per_second(&key);
@@ -663,18 +662,14 @@ fn main() {
     let url = redis.url();
     let prepared = rt.block_on(prepare(StoreBackend::Redis, Some(url.clone()), callbacks));
     let server = gateway(&prepared, StoreBackend::Redis, Some(&url));
-    let settled = rt.block_on(drive(
-        server.address,
-        connections,
-        Requests::Each(prepared.callbacks.clone()),
-        200,
-    ));
-    report(
+    callbacks_scenario(
+        &rt,
         "callbacks/redis",
-        &settled,
-        Some(("bare_post", bare_echo.per_second)),
+        &server,
+        &prepared,
+        connections,
+        &bare_echo,
     );
-    rt.block_on(assert_all_settled(&server, &prepared));
     let rss = server.peak_rss_kib();
     server.stop();
     ledger_verify(&prepared, StoreBackend::Redis, Some(&url));

@@ -8,6 +8,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use sesame::services::merchants::{self, CreateMerchantRequest, CreatedMerchant, PlateContext};
+use sesame::startup::AppState;
 use sesame_adapters::alipay_plus::sandbox::LOCAL_CLIENT_ID;
 use sesame_adapters::alipay_plus::wire::{self, Amount, ApiResult, Notify};
 use sesame_adapters::contract::RawCallback;
@@ -186,4 +188,23 @@ impl Latencies {
 
 pub fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
+}
+
+/// Onboards a MOP merchant named `name` (no notify URL) straight through the service.
+pub async fn onboard(state: &AppState, name: &str) -> CreatedMerchant {
+    let ctx = PlateContext::from_settings(&state.settings, &state.tokens);
+    let input = merchants::validate_new_merchant(&CreateMerchantRequest {
+        name: name.into(),
+        city: "MACAU".into(),
+        country: "MO".into(),
+        mcc: "5812".into(),
+        currency: "MOP".into(),
+        name_zh: None,
+        name_pt: None,
+        notify_url: None,
+    })
+    .expect("valid merchant");
+    merchants::create_merchant(&state.store, &ctx, input, Utc::now().timestamp_millis())
+        .await
+        .expect("onboard merchant")
 }
