@@ -2,7 +2,8 @@
 // mode (no WeChat) the parameters go to the sandbox's stand-in for the bridge. The
 // sheet's answer is not authoritative (the wallet's callback is), but it says where to
 // go: paid -> the status page; cancelled or failed -> the cancel form, which closes
-// the payment so the status page does not keep waiting for it.
+// the payment so the status page does not keep waiting for it. Only the browser that
+// started a plate payment gets that form; anyone else goes to the status page.
 (function () {
   var form = document.getElementById("jsapi");
   if (!form) return;
@@ -13,8 +14,9 @@
   var status = form.getAttribute("data-status");
   var done = function (res) {
     var msg = (res && res.err_msg) || "";
-    if (/:(cancel|fail)$/.test(msg)) {
-      HTMLFormElement.prototype.submit.call(document.getElementById("cancel"));
+    var cancel = document.getElementById("cancel");
+    if (cancel && /:(cancel|fail)$/.test(msg)) {
+      HTMLFormElement.prototype.submit.call(cancel);
     } else {
       location.href = status;
     }

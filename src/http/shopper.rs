@@ -25,6 +25,7 @@ pub use pay::{open_wallet, order_pay, pay, plate_page, to_form_page};
 pub use status::{cancel, order_page, status_json};
 pub use wechat::{wechat_return, wechat_return_plate};
 
+use crate::domain::merchant::MerchantStatus;
 use crate::domain::order::Order;
 use crate::domain::{Merchant, OrderId, PlateId};
 use crate::error::{ApiError, ErrorCode};
@@ -47,6 +48,42 @@ enum Budget {
     Pay,
     /// Status page and its poller.
     Status,
+}
+
+/// The cookie that marks the browser which started a plate order (path `/o/{id}`).
+const PAYER_COOKIE: &str = "sesame_payer";
+
+/// `Set-Cookie` for the browser that just started `order` from a plate.
+fn payer_cookie(state: &AppState, order: &OrderId) -> String {
+    let secure = chrome::cookie_secure(state);
+    format!(
+        "{PAYER_COOKIE}={}; Path=/o/{order}; Max-Age=86400; SameSite=Lax; HttpOnly{secure}",
+        crate::services::shopper::payer_seal(state, order)
+    )
+}
+
+/// Whether this request comes from the browser that started `order` from a plate:
+/// only it may cancel the payment. Gateway orders (a merchant's dynamic QR) are never
+/// cancelled from a shopper page: their id is on the merchant's screen for anyone.
+fn may_cancel(state: &AppState, req: &HttpRequest, order: &Order) -> bool {
+    order.plate_id.is_some()
+        && req.cookie(PAYER_COOKIE).is_some_and(|cookie| {
+            crate::services::shopper::is_payer(state, &order.id, cookie.value())
+        })
+}
+
+/// [`admit_order`] for a request that may start a payment: a merchant that no longer
+/// takes payments gets none started (its orders' status pages still show).
+async fn admit_payable_order(
+    state: &AppState,
+    req: &HttpRequest,
+    budget: Budget,
+) -> Result<(Order, Merchant), Answered> {
+    let (order, merchant) = admit_order(state, req, budget).await?;
+    if merchant.status != MerchantStatus::Active {
+        return Err(Box::new(chrome::not_found(state, req)));
+    }
+    Ok((order, merchant))
 }
 
 /// The client's bucket key: its address (through trusted proxies), IPv6 per /64.

@@ -77,6 +77,22 @@ pub fn cancel_subject(order: &OrderId) -> String {
     format!("cancel:{order}")
 }
 
+/// What a payer cookie seals: the browser that submitted the form creating `order`.
+fn payer_subject(order: &OrderId) -> String {
+    format!("payer:{order}")
+}
+
+/// The seal a paying browser keeps for `order` (see [`is_payer`]).
+pub fn payer_seal(state: &AppState, order: &OrderId) -> String {
+    form_key(state).seal(&payer_subject(order))
+}
+
+/// Whether `seal` shows its browser is the one that started `order` from a plate: only
+/// that browser may give the payment up (cancel it), not anyone who learns the id.
+pub fn is_payer(state: &AppState, order: &OrderId, seal: &str) -> bool {
+    form_key(state).sealed(&payer_subject(order), seal)
+}
+
 fn form_key(state: &AppState) -> FormKey {
     FormKey::derive(&state.id_secret)
 }

@@ -236,6 +236,11 @@ fn order_id_in(path: &str) -> String {
 
 /// Opens the plate and pays `amount` with the detected wallet: the order id.
 async fn submit(app: &TestApp, p: &Plated, ua: &str, amount: &str) -> String {
+    submit_as_payer(app, p, ua, amount).await.0
+}
+
+/// A plate order submitted from a browser: (order id, the payer cookie it was given).
+async fn submit_as_payer(app: &TestApp, p: &Plated, ua: &str, amount: &str) -> (String, String) {
     let (_, _, html) = get_page(app, &format!("/q/{}", p.token), ua, None).await;
     let response = post_pay(
         app,
@@ -245,7 +250,50 @@ async fn submit(app: &TestApp, p: &Plated, ua: &str, amount: &str) -> String {
     )
     .await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER, "{amount}");
-    order_id_in(&location(&response))
+    let id = order_id_in(&location(&response));
+    (id, payer_cookie(&response))
+}
+
+/// The `name=value` of the payer cookie a pay response sets.
+fn payer_cookie(response: &reqwest::Response) -> String {
+    let set = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .find(|v| v.starts_with("sesame_payer="))
+        .expect("the paying browser gets a payer cookie");
+    set.split(';').next().unwrap().to_owned()
+}
+
+async fn get_with_cookie(app: &TestApp, path: &str, ua: &str, cookie: &str) -> String {
+    app.client
+        .get(app.url(path))
+        .header("User-Agent", ua)
+        .header("Cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn post_form_with_cookie(
+    app: &TestApp,
+    path: &str,
+    ua: &str,
+    cookie: &str,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    app.client
+        .post(app.url(path))
+        .header("User-Agent", ua)
+        .header("Cookie", cookie)
+        .form(form)
+        .send()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -893,6 +941,7 @@ async fn wechat_goes_through_oauth_to_a_jsapi_page_that_pays() {
     .await;
     assert_eq!(response.status(), StatusCode::SEE_OTHER);
     let id = order_id_in(&location(&response));
+    let cookie = payer_cookie(&response);
     let authorize = wallet_target(&app, &location(&response), WECHAT_UA).await;
     assert!(
         authorize.contains("/sandbox/wechat_pay/connect/oauth2/authorize"),
@@ -908,6 +957,7 @@ async fn wechat_goes_through_oauth_to_a_jsapi_page_that_pays() {
         .client
         .get(&callback)
         .header("User-Agent", WECHAT_UA)
+        .header("Cookie", &cookie)
         .send()
         .await
         .unwrap();
@@ -956,8 +1006,9 @@ async fn wechat_goes_through_oauth_to_a_jsapi_page_that_pays() {
     app.assert_ledger_ok().await;
 }
 
-/// A WeChat plate order at its JSAPI page: (order id, the page's HTML).
-async fn wechat_order_at_jsapi(app: &TestApp, p: &Plated) -> (String, String) {
+/// A WeChat plate order at its JSAPI page, seen by the browser that started it:
+/// (order id, the page's HTML, the payer cookie).
+async fn wechat_order_at_jsapi(app: &TestApp, p: &Plated) -> (String, String, String) {
     let (_, _, html) = get_page(app, &format!("/q/{}", p.token), WECHAT_UA, None).await;
     let response = post_pay(
         app,
@@ -967,28 +1018,39 @@ async fn wechat_order_at_jsapi(app: &TestApp, p: &Plated) -> (String, String) {
     )
     .await;
     let id = order_id_in(&location(&response));
+    let cookie = payer_cookie(&response);
     let authorize = wallet_target(app, &location(&response), WECHAT_UA).await;
     let back = app.client.get(&authorize).send().await.unwrap();
     let page = app
         .client
         .get(location(&back))
         .header("User-Agent", WECHAT_UA)
+        .header("Cookie", &cookie)
         .send()
         .await
         .unwrap();
-    (id, page.text().await.unwrap())
+    (id, page.text().await.unwrap(), cookie)
 }
 
 #[tokio::test]
 async fn cancelling_on_the_wechat_page_closes_the_payment_and_says_so() {
     let app = spawn_reachable(StoreBackend::Embedded, |_| {}).await;
     let p = plated(&app, "MOP").await;
-    let (id, html) = wechat_order_at_jsapi(&app, &p).await;
+    let (id, html, cookie) = wechat_order_at_jsapi(&app, &p).await;
     assert_eq!(get_order(&app, &p.shop, &id).await["status"], "pending");
-    let cancelled = post_form(
+    assert!(html.contains(&format!("action=\"/o/{id}/cancel\"")));
+    // The same page seen by anyone else offers no cancel (the sheet's answer then
+    // only leads to the status page).
+    let (_, _, other) = get_page(&app, &format!("/o/{id}/wechat"), WECHAT_UA, None).await;
+    assert!(
+        other.contains("id=\"jsapi\"") && !other.contains("/cancel"),
+        "{other}"
+    );
+    let cancelled = post_form_with_cookie(
         &app,
         &format!("/o/{id}/cancel"),
         WECHAT_UA,
+        &cookie,
         &[("nonce", &nonce_of(&html))],
     )
     .await;
@@ -1016,27 +1078,137 @@ async fn cancelling_on_the_wechat_page_closes_the_payment_and_says_so() {
 }
 
 #[tokio::test]
+async fn only_the_browser_that_started_a_plate_payment_can_cancel_it() {
+    let app = spawn_reachable(StoreBackend::Embedded, |_| {}).await;
+    let p = plated(&app, "MOP").await;
+    let (id, cookie) = submit_as_payer(&app, &p, MPAY_UA, "6.00").await;
+    let (other_id, other_cookie) = submit_as_payer(&app, &p, MPAY_UA, "7.00").await;
+    assert_ne!(cookie, other_cookie);
+    let path = format!("/o/{id}");
+    // The cookie is scoped to the order's pages and hidden from scripts.
+    let (_, _, html) = get_page(&app, &format!("/q/{}", p.token), MPAY_UA, None).await;
+    let response = post_pay(
+        &app,
+        &p.token,
+        MPAY_UA,
+        &[("amount", "8.00"), ("nonce", &nonce_of(&html))],
+    )
+    .await;
+    let third = order_id_in(&location(&response));
+    let set = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|v| v.starts_with("sesame_payer="))
+        .unwrap();
+    assert!(set.contains(&format!("; Path=/o/{third};")), "{set}");
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Lax"),
+        "{set}"
+    );
+
+    // Someone else who learns the order id sees its status, but no way to cancel it.
+    let (_, _, stranger) = get_page(&app, &path, MPAY_UA, None).await;
+    assert!(stranger.contains("data-status=\"pending\""));
+    assert!(!stranger.contains("/cancel"), "{stranger}");
+    let other_page = get_with_cookie(&app, &path, MPAY_UA, &other_cookie).await;
+    assert!(!other_page.contains("/cancel"), "another order's cookie");
+    // Even holding the payer's form, without the payer's cookie nothing is cancelled.
+    let payer_page = get_with_cookie(&app, &path, MPAY_UA, &cookie).await;
+    let nonce = nonce_of(&payer_page);
+    let cancel = format!("/o/{id}/cancel");
+    let form = [("nonce", nonce.as_str()), ("next", "shop")];
+    for forged in [
+        String::new(),
+        other_cookie.clone(),
+        format!("sesame_payer={}", "a".repeat(26)),
+        format!(
+            "sesame_payer={}x",
+            cookie.trim_start_matches("sesame_payer=")
+        ),
+    ] {
+        let refused = if forged.is_empty() {
+            post_form(&app, &cancel, MPAY_UA, &form).await
+        } else {
+            post_form_with_cookie(&app, &cancel, MPAY_UA, &forged, &form).await
+        };
+        assert_eq!(refused.status(), StatusCode::SEE_OTHER, "{forged}");
+        assert_eq!(location(&refused), path, "{forged}");
+        assert_eq!(get_order(&app, &p.shop, &id).await["status"], "pending");
+    }
+    assert_eq!(
+        get_order(&app, &p.shop, &other_id).await["status"],
+        "pending"
+    );
+    let back = post_form_with_cookie(&app, &cancel, MPAY_UA, &cookie, &form).await;
+    assert_eq!(location(&back), format!("/q/{}", p.token));
+    assert_eq!(get_order(&app, &p.shop, &id).await["status"], "expired");
+    app.assert_ledger_ok().await;
+}
+
+#[tokio::test]
+async fn nobody_cancels_a_merchants_gateway_order_from_a_shopper_page() {
+    let app = spawn_reachable(StoreBackend::Embedded, |_| {}).await;
+    let shop = shop(&app).await;
+    let order = gateway_order(&app, &shop, "25.50").await;
+    let id = order["id"].as_str().unwrap().to_owned();
+    let nonce = form_nonce(&app, &format!("/o/{id}"), PLAIN_UA).await;
+    let paid = post_form(
+        &app,
+        &format!("/o/{id}/pay"),
+        PLAIN_UA,
+        &[("nonce", &nonce), ("wallet", "alipay_hk")],
+    )
+    .await;
+    assert_eq!(paid.status(), StatusCode::SEE_OTHER);
+    assert_eq!(get_order(&app, &shop, &id).await["status"], "pending");
+    let (_, _, page) = get_page(&app, &format!("/o/{id}"), PLAIN_UA, None).await;
+    assert!(page.contains("data-status=\"pending\"") && !page.contains("/cancel"));
+    // Even a form and a cookie only the server could have made cancel nothing: the
+    // order's id is on the merchant's screen for anyone near the till.
+    let oid = sesame::domain::OrderId::parse(&id).unwrap();
+    let nonce = sesame::services::shopper::issue_form(
+        &app.state,
+        &sesame::services::shopper::cancel_subject(&oid),
+    );
+    let seal = sesame::services::shopper::payer_seal(&app.state, &oid);
+    let refused = post_form_with_cookie(
+        &app,
+        &format!("/o/{id}/cancel"),
+        PLAIN_UA,
+        &format!("sesame_payer={seal}"),
+        &[("nonce", &nonce)],
+    )
+    .await;
+    assert_eq!(location(&refused), format!("/o/{id}"));
+    assert_eq!(get_order(&app, &shop, &id).await["status"], "pending");
+}
+
+#[tokio::test]
 async fn the_pending_page_offers_a_way_back_that_closes_the_payment_first() {
     let app = spawn_reachable(StoreBackend::Embedded, |_| {}).await;
     let p = plated(&app, "MOP").await;
-    let id = submit(&app, &p, MPAY_UA, "6.00").await;
+    let (id, cookie) = submit_as_payer(&app, &p, MPAY_UA, "6.00").await;
     let order = get_order(&app, &p.shop, &id).await;
-    let (_, _, pending) = get_page(&app, &format!("/o/{id}"), MPAY_UA, None).await;
+    let pending = get_with_cookie(&app, &format!("/o/{id}"), MPAY_UA, &cookie).await;
     assert!(pending.contains("id=\"back\">Cancel and choose another wallet</button>"));
     // A cancel form we did not serve changes nothing.
-    let forged = post_form(
+    let forged = post_form_with_cookie(
         &app,
         &format!("/o/{id}/cancel"),
         MPAY_UA,
+        &cookie,
         &[("nonce", "a".repeat(48).as_str()), ("next", "shop")],
     )
     .await;
     assert_eq!(location(&forged), format!("/o/{id}"));
     assert_eq!(get_order(&app, &p.shop, &id).await["status"], "pending");
-    let back = post_form(
+    let back = post_form_with_cookie(
         &app,
         &format!("/o/{id}/cancel"),
         MPAY_UA,
+        &cookie,
         &[("nonce", &nonce_of(&pending)), ("next", "shop")],
     )
     .await;

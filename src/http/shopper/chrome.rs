@@ -197,16 +197,7 @@ pub fn page(
         .insert_header(("Referrer-Policy", "no-referrer"))
         .insert_header((header::CONTENT_LANGUAGE, lang.tag()));
     if remember {
-        let secure = if state
-            .settings
-            .server
-            .public_base_url
-            .starts_with("https://")
-        {
-            "; Secure"
-        } else {
-            ""
-        };
+        let secure = cookie_secure(state);
         response.insert_header((
             header::SET_COOKIE,
             format!(
@@ -216,6 +207,20 @@ pub fn page(
         ));
     }
     response.body(body)
+}
+
+/// The `Secure` attribute of our cookies, when the gateway is served over https.
+pub fn cookie_secure(state: &AppState) -> &'static str {
+    if state
+        .settings
+        .server
+        .public_base_url
+        .starts_with("https://")
+    {
+        "; Secure"
+    } else {
+        ""
+    }
 }
 
 /// 303 to a same-origin page.

@@ -11,6 +11,7 @@
 //! a form's redirects, and wallet origins vary (app schemes included).
 
 use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpRequest, HttpResponse, web};
 use askama::Template;
 use serde::Deserialize;
@@ -19,8 +20,8 @@ use sesame_adapters::money::{Currency, Money};
 
 use super::chrome::{self, Chrome, Link, language, page, see_other};
 use super::{
-    Answered, Budget, admit, admit_order, admit_payee, brand_name, merchant_name, plate_of,
-    plate_page_of, user_agent,
+    Answered, Budget, admit, admit_payable_order, admit_payee, brand_name, merchant_name,
+    payer_cookie, plate_of, plate_page_of, user_agent,
 };
 use crate::domain::Merchant;
 use crate::domain::order::{Order, OrderStatus, is_overdue};
@@ -473,8 +474,15 @@ pub async fn pay(req: HttpRequest, state: web::Data<AppState>, body: web::Bytes)
         }
         Err(e) => return chrome::failure(&state, &req, &e, Some(payee.page())),
     };
+    let order_id = order.id.clone();
     match hand_off(&state, &req, &merchant, order, &route, payee.page()).await {
-        Started::Answer(response) => response,
+        // This browser started the order: it alone may give it up later.
+        Started::Answer(mut response) => {
+            if let Ok(cookie) = HeaderValue::from_str(&payer_cookie(&state, &order_id)) {
+                response.headers_mut().append(header::SET_COOKIE, cookie);
+            }
+            response
+        }
         // Same nonce, same order id: a retry is the same order.
         Started::Unavailable => wallet_unavailable(&state, &req, payee, &merchant, form),
     }
@@ -486,7 +494,7 @@ pub async fn order_pay(
     state: web::Data<AppState>,
     body: web::Bytes,
 ) -> HttpResponse {
-    let (order, merchant) = match admit_order(&state, &req, Budget::Pay).await {
+    let (order, merchant) = match admit_payable_order(&state, &req, Budget::Pay).await {
         Ok(found) => found,
         Err(response) => return *response,
     };
@@ -617,7 +625,7 @@ struct OpeningPage {
 /// `GET /o/{id}/wallet`: "Opening your wallet…", a same-origin page that sends the
 /// shopper to the wallet (its cashier, or WeChat's OAuth) by meta refresh and a link.
 pub async fn open_wallet(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let (order, _) = match admit_order(&state, &req, Budget::Pages).await {
+    let (order, _) = match admit_payable_order(&state, &req, Budget::Pages).await {
         Ok(found) => found,
         Err(response) => return *response,
     };

@@ -15,7 +15,9 @@ use askama::Template;
 use serde::Deserialize;
 
 use super::chrome::{self, Chrome, language, page, see_other};
-use super::{Budget, admit_order, brand_name, merchant_name, pay::order_pay_page, plate_page_of};
+use super::{
+    Budget, admit_order, brand_name, may_cancel, merchant_name, pay::order_pay_page, plate_page_of,
+};
 use crate::domain::Merchant;
 use crate::domain::order::{Order, OrderStatus, is_overdue};
 use crate::services::shopper::{self, FormCheck};
@@ -155,7 +157,7 @@ fn status_page(
                 });
             }
             // Back to the shop closes this payment first, so it cannot be paid twice.
-            if plate.is_some() {
+            if plate.is_some() && may_cancel(state, req, order) {
                 cancel = Some(CancelForm {
                     action: format!("{self_href}/cancel"),
                     nonce: shopper::issue_form(state, &shopper::cancel_subject(&order.id)),
@@ -246,6 +248,11 @@ pub async fn cancel(
         Err(response) => return *response,
     };
     let status_href = format!("/o/{}", order.id);
+    if !may_cancel(&state, &req, &order) {
+        // Not the browser that started this plate payment (or a merchant's gateway
+        // order, whose id anyone near the till can read): nothing is cancelled.
+        return see_other(&status_href);
+    }
     let form = std::str::from_utf8(&body)
         .ok()
         .and_then(|text| web::Query::<CancelFormBody>::from_query(text).ok())

@@ -12,7 +12,9 @@ use serde::Deserialize;
 
 use super::chrome::{self, Chrome, language, page, see_other};
 use super::pay::refused_by_wallet;
-use super::{Budget, admit, admit_order, merchant_name, plate_of, plate_page_of};
+use super::{
+    Budget, admit, admit_payable_order, may_cancel, merchant_name, plate_of, plate_page_of,
+};
 use crate::domain::order::{Order, OrderStatus};
 use crate::domain::{Merchant, OrderId};
 use crate::error::{ApiError, ErrorCode};
@@ -28,7 +30,8 @@ struct WechatPage {
     params: Vec<(String, String)>,
     status_href: String,
     cancel_action: String,
-    cancel_nonce: String,
+    /// Only for the browser that started a plate order (see `may_cancel`).
+    cancel_nonce: Option<String>,
     bridge: Option<String>,
 }
 
@@ -51,7 +54,7 @@ fn oauth_return(req: &HttpRequest) -> OauthReturn {
 
 /// `GET /o/{id}/wechat?code=`: WeChat's OAuth return for an order.
 pub async fn wechat_return(req: HttpRequest, state: web::Data<AppState>) -> HttpResponse {
-    let (order, merchant) = match admit_order(&state, &req, Budget::Pages).await {
+    let (order, merchant) = match admit_payable_order(&state, &req, Budget::Pages).await {
         Ok(found) => found,
         Err(response) => return *response,
     };
@@ -168,7 +171,8 @@ fn wechat_page(
         params,
         status_href: format!("/o/{}", order.id),
         cancel_action: format!("/o/{}/cancel", order.id),
-        cancel_nonce: shopper::issue_form(state, &shopper::cancel_subject(&order.id)),
+        cancel_nonce: may_cancel(state, req, order)
+            .then(|| shopper::issue_form(state, &shopper::cancel_subject(&order.id))),
         bridge,
     };
     page(state, StatusCode::OK, lang, remember, tpl.render())

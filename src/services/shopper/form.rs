@@ -17,6 +17,7 @@ use crate::domain::ids::{base32, base32_decode, random_bytes};
 
 const BODY_LEN: usize = 18;
 const TAG_LEN: usize = 12;
+const SEAL_LEN: usize = 16;
 /// Clock skew tolerated between gateways for a form "issued in the future", seconds.
 const SKEW_SECS: i64 = 60;
 
@@ -86,6 +87,24 @@ impl FormKey {
     }
 }
 
+impl FormKey {
+    /// A deterministic seal of `subject` (what a payer cookie carries): only the
+    /// server can make one, and it names that subject alone.
+    pub fn seal(&self, subject: &str) -> String {
+        let tag = self.mac(subject, b"seal").finalize().into_bytes();
+        base32(&tag[..SEAL_LEN])
+    }
+
+    /// Whether `value` is the seal of `subject` (compared in constant time).
+    pub fn sealed(&self, subject: &str, value: &str) -> bool {
+        base32_decode(value, SEAL_LEN).is_some_and(|raw| {
+            self.mac(subject, b"seal")
+                .verify_truncated_left(&raw)
+                .is_ok()
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,5 +164,18 @@ mod tests {
                 "{junk}"
             );
         }
+    }
+
+    #[test]
+    fn a_seal_names_its_subject_only_and_cannot_be_made_up() {
+        let key = FormKey::derive(b"secret");
+        let seal = key.seal("payer:or_1");
+        assert_eq!(seal, key.seal("payer:or_1"), "deterministic");
+        assert!(key.sealed("payer:or_1", &seal));
+        assert!(!key.sealed("payer:or_2", &seal));
+        assert!(!FormKey::derive(b"other").sealed("payer:or_1", &seal));
+        assert!(!key.sealed("payer:or_1", ""));
+        assert!(!key.sealed("payer:or_1", &"a".repeat(seal.len())));
+        assert!(!key.sealed("payer:or_1", &format!("{seal}a")));
     }
 }
