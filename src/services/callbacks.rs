@@ -93,19 +93,13 @@ pub async fn apply(
             if refund.status == RefundStatus::Succeeded {
                 return Ok(Handled::Processed);
             }
-            let siblings = state.store.refunds_of(&refund.order_id).await?;
-            let order_refunded = state
-                .store
-                .order(&refund.order_id)
-                .await?
-                .map(|o| o.refunded_minor)
-                .unwrap_or(0);
             // The wallet's cumulative total when it reports one (Alipay's `refund_fee`),
             // else this refund's own amount, which must be ours exactly.
             let confirmed = match &refunded_total {
                 Some(total) => {
+                    let siblings = state.store.refunds_of(&refund.order_id).await?;
                     total.currency() == refund.currency
-                        && confirms_cumulative(total.minor(), &refund, order_refunded, &siblings)
+                        && confirms_cumulative(total.minor(), &refund, &siblings)
                 }
                 None => amount.minor() == refund.amount_minor,
             };
@@ -120,16 +114,9 @@ pub async fn apply(
                 payments::flag_refund_review(state, &id, &why).await?;
                 return Ok(Handled::Processed);
             }
-            match refund.status {
-                RefundStatus::Pending => {
-                    payments::finish_refund(state, &id, true, wallet_refund_ref, None).await?;
-                }
-                // We recorded a failure the wallet now contradicts: the money moved.
-                RefundStatus::Failed => {
-                    payments::late_refund(state, &id, wallet_refund_ref).await?;
-                }
-                RefundStatus::Succeeded => {}
-            }
+            // Posted if pending; if recorded failed meanwhile (the wallet contradicts
+            // itself: the money moved), posted late when the capture still covers it.
+            payments::finish_refund(state, &id, true, wallet_refund_ref, None).await?;
             Ok(Handled::Processed)
         }
         WalletEvent::RefundFailed {
@@ -156,36 +143,32 @@ pub async fn apply(
     }
 }
 
-/// Most subsets of other refunds in flight `confirms_cumulative` tries before it only
-/// checks that the reported total lies within what they could add up to.
+/// Most subsets of the order's other refunds `confirms_cumulative` tries before it
+/// only checks that the reported total lies within what they could add up to.
 const MAX_SUBSET_SUMS: usize = 4_096;
 
 /// Whether a wallet's cumulative refunded total (Alipay's `refund_fee`) confirms
-/// `refund`: the total counts every refund the wallet has executed on the trade — the
-/// ones we have confirmed (`order_refunded`), this one, and any of the order's other
-/// refunds still pending here (their confirmations may not have reached us yet).
-fn confirms_cumulative(
-    reported: i64,
-    refund: &Refund,
-    order_refunded: i64,
-    siblings: &[Refund],
-) -> bool {
-    let unexplained = reported - order_refunded - refund.amount_minor;
+/// `refund`: the total counts this refund and whichever of the order's other refunds
+/// the wallet had executed when it wrote the notification — any of them, whatever
+/// their status here: a confirmed one may have run after this one, a pending one may
+/// not be confirmed here yet, one recorded failed may have run after all. So the
+/// total less this refund must be the sum of some subset of the others.
+fn confirms_cumulative(reported: i64, refund: &Refund, siblings: &[Refund]) -> bool {
+    let unexplained = reported - refund.amount_minor;
     if unexplained < 0 {
         return false;
     }
-    let in_flight: Vec<i64> = siblings
+    let others: Vec<i64> = siblings
         .iter()
-        .filter(|r| r.id != refund.id && r.status == RefundStatus::Pending)
+        .filter(|r| r.id != refund.id)
         .map(|r| r.amount_minor)
         .collect();
-    // Sums of subsets of the other pending refunds (few in practice).
     let mut sums = std::collections::BTreeSet::from([0i64]);
-    for amount in &in_flight {
+    for amount in &others {
         let grown: Vec<i64> = sums.iter().map(|s| s + amount).collect();
         sums.extend(grown);
         if sums.len() > MAX_SUBSET_SUMS {
-            return unexplained <= in_flight.iter().sum::<i64>();
+            return unexplained <= others.iter().sum::<i64>();
         }
     }
     sums.contains(&unexplained)
@@ -213,5 +196,61 @@ fn unknown_is_processed(
             Ok(Handled::Processed)
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::MerchantId;
+    use sesame_adapters::money::Currency;
+
+    fn refunds(amounts: &[(i64, RefundStatus)]) -> Vec<Refund> {
+        let merchant = MerchantId::generate();
+        let order = OrderId::generate_for(&merchant);
+        amounts
+            .iter()
+            .map(|&(amount_minor, status)| Refund {
+                id: RefundId::generate_for(&merchant),
+                order_id: order.clone(),
+                merchant_id: merchant.clone(),
+                amount_minor,
+                currency: Currency::Cny,
+                reason: None,
+                status,
+                wallet_refund_ref: None,
+                failure: None,
+                review: None,
+                created_at: 0,
+                updated_at: 0,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_cumulative_total_is_this_refund_plus_any_subset_of_the_others() {
+        use RefundStatus::{Failed, Pending, Succeeded};
+        let all = refunds(&[(1000, Pending), (500, Succeeded), (300, Failed)]);
+        let this = &all[0];
+        for total in [1000, 1300, 1500, 1800] {
+            assert!(confirms_cumulative(total, this, &all), "{total}");
+        }
+        for total in [0, 999, 1001, 1200, 1900, -5] {
+            assert!(!confirms_cumulative(total, this, &all), "{total}");
+        }
+        // Alone on its order: exactly its own amount.
+        assert!(confirms_cumulative(1000, this, &all[..1]));
+        assert!(!confirms_cumulative(1500, this, &all[..1]));
+    }
+
+    #[test]
+    fn past_the_subset_budget_a_total_only_has_to_fit_what_the_others_add_up_to() {
+        let many: Vec<(i64, RefundStatus)> = (0..20)
+            .map(|i| (1 + i * 7, RefundStatus::Succeeded))
+            .collect();
+        let all = refunds(&many);
+        let rest: i64 = all[1..].iter().map(|r| r.amount_minor).sum();
+        assert!(confirms_cumulative(1 + rest, &all[0], &all));
+        assert!(!confirms_cumulative(2 + rest, &all[0], &all));
     }
 }

@@ -1497,33 +1497,42 @@ fn post_refund(
 
 /// Commits one change to a refund and its order, retrying on a concurrent change of
 /// the order. `plan` gets the stored refund and order and returns the order's next
-/// state, the refund's, the entry and the event (None = nothing to do).
+/// state, the refund's, the entry, the event and the dedupe key (None = nothing to
+/// do). The order is read before the refund: every refund write bumps its order's
+/// version, so a refund changed after the order was read fails the version check
+/// instead of being overwritten with a stale copy.
 async fn change_refund<F>(
     state: &AppState,
     refund_id: &RefundId,
-    dedupe_key: Option<String>,
     mut plan: F,
 ) -> Result<Refund, ApiError>
 where
     F: FnMut(&Refund, &Order, i64) -> Result<Option<RefundPlan>, ApiError>,
 {
+    let order_id = state
+        .store
+        .refund(refund_id)
+        .await?
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound))?
+        .order_id;
     for _ in 0..8 {
+        let order = state
+            .store
+            .order(&order_id)
+            .await?
+            .ok_or_else(|| ApiError::new(ErrorCode::OrderNotFound))?;
         let refund = state
             .store
             .refund(refund_id)
             .await?
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound))?;
-        let order = state
-            .store
-            .order(&refund.order_id)
-            .await?
-            .ok_or_else(|| ApiError::new(ErrorCode::OrderNotFound))?;
         let now = state.clock.now_ms();
         let Some(RefundPlan {
             mut order_next,
             mut refund_next,
             entry,
             event,
+            dedupe_key,
         }) = plan(&refund, &order, now)?
         else {
             return Ok(refund);
@@ -1537,7 +1546,7 @@ where
         let change = OrderChange {
             order: order_next,
             expected_version: order.version,
-            dedupe_key: dedupe_key.clone(),
+            dedupe_key,
             refund: Some(refund_next.clone()),
             entry,
             event,
@@ -1566,9 +1575,15 @@ struct RefundPlan {
     refund_next: Refund,
     entry: Option<LedgerEntry>,
     event: Option<Event>,
+    dedupe_key: Option<String>,
 }
 
-/// Posts a refund the wallet confirmed (or releases one it refused) — one atomic commit.
+/// Records the wallet's final word on a refund — one atomic commit. Confirmed: a
+/// pending refund is posted; one we had recorded as failed is posted late when what is
+/// left of the capture covers it (see [`late_refund_plan`]), decided on the refund as
+/// re-read for the commit, so a failure that raced this confirmation cannot leave
+/// moved money off the books. Refused: a pending refund is released; a succeeded one
+/// never goes back.
 pub async fn finish_refund(
     state: &AppState,
     refund_id: &RefundId,
@@ -1576,10 +1591,13 @@ pub async fn finish_refund(
     wallet_refund_ref: Option<String>,
     failure: Option<String>,
 ) -> Result<Refund, ApiError> {
-    let key = format!("refund-final:{refund_id}");
-    change_refund(state, refund_id, Some(key), |refund, order, now| {
-        if refund.status != RefundStatus::Pending {
-            return Ok(None);
+    change_refund(state, refund_id, |refund, order, now| {
+        match (refund.status, succeeded) {
+            (RefundStatus::Pending, _) => {}
+            (RefundStatus::Failed, true) => {
+                return late_refund_plan(state, refund, order, now, wallet_refund_ref.clone());
+            }
+            _ => return Ok(None),
         }
         let mut next = order.clone();
         next.refund_pending_minor = (next.refund_pending_minor - refund.amount_minor).max(0);
@@ -1602,6 +1620,7 @@ pub async fn finish_refund(
             refund_next: done,
             entry,
             event: Some(event),
+            dedupe_key: Some(format!("refund-final:{}", refund.id)),
         }))
     })
     .await
@@ -1611,58 +1630,61 @@ pub async fn finish_refund(
 /// posted as a late refund (flagged for review, `refund.succeeded` sent) when what is
 /// left of the capture covers it; otherwise nothing is posted and the refund and its
 /// order are flagged for a person.
-pub async fn late_refund(
+fn late_refund_plan(
     state: &AppState,
-    refund_id: &RefundId,
+    refund: &Refund,
+    order: &Order,
+    now: i64,
     wallet_refund_ref: Option<String>,
-) -> Result<Refund, ApiError> {
-    let key = format!("refund-late:{refund_id}");
-    change_refund(state, refund_id, Some(key), |refund, order, now| {
-        if refund.status != RefundStatus::Failed {
+) -> Result<Option<RefundPlan>, ApiError> {
+    let dedupe_key = Some(format!("refund-late:{}", refund.id));
+    let mut next = order.clone();
+    let mut done = refund.clone();
+    let covered =
+        order.status == OrderStatus::Succeeded && refund.amount_minor <= order.refundable_minor();
+    if !covered {
+        if refund.review.is_some() {
             return Ok(None);
         }
-        let mut next = order.clone();
-        let mut done = refund.clone();
-        let covered = order.status == OrderStatus::Succeeded
-            && refund.amount_minor <= order.refundable_minor();
-        if !covered {
-            if refund.review.is_some() {
-                return Ok(None);
-            }
-            let why = format!(
-                "the wallet completed refund {} of {} after reporting it failed, but only {} is left to refund: not posted",
-                refund.id,
-                money_of(refund.amount_minor, refund.currency),
-                money_of(order.refundable_minor(), order.currency),
-            );
-            tracing::error!(refund = %refund.id, "{why}");
-            done.review = Some(why.clone());
-            next.review = next.review.clone().or(Some(why));
-            return Ok(Some(RefundPlan {
-                order_next: next,
-                refund_next: done,
-                entry: None,
-                event: None,
-            }));
-        }
-        let entry = post_refund(order, refund, &mut next, now)?;
-        done.status = RefundStatus::Succeeded;
-        done.wallet_refund_ref = wallet_refund_ref.clone().or(done.wallet_refund_ref);
-        done.review = Some(format!(
-            "the wallet completed this refund after reporting it failed ({}): posted late",
-            refund.failure.as_deref().unwrap_or("no reason given")
-        ));
-        let mut shown = done.clone();
-        shown.updated_at = now;
-        let event = new_event(state, order, EventKind::RefundSucceeded, refund_view(&shown));
-        Ok(Some(RefundPlan {
+        let why = format!(
+            "the wallet completed refund {} of {} after reporting it failed, but only {} is left to refund: not posted",
+            refund.id,
+            money_of(refund.amount_minor, refund.currency),
+            money_of(order.refundable_minor(), order.currency),
+        );
+        tracing::error!(refund = %refund.id, "{why}");
+        done.review = Some(why.clone());
+        next.review = next.review.clone().or(Some(why));
+        return Ok(Some(RefundPlan {
             order_next: next,
             refund_next: done,
-            entry: Some(entry),
-            event: Some(event),
-        }))
-    })
-    .await
+            entry: None,
+            event: None,
+            dedupe_key,
+        }));
+    }
+    let entry = post_refund(order, refund, &mut next, now)?;
+    done.status = RefundStatus::Succeeded;
+    done.wallet_refund_ref = wallet_refund_ref.or(done.wallet_refund_ref);
+    done.review = Some(format!(
+        "the wallet completed this refund after reporting it failed ({}): posted late",
+        refund.failure.as_deref().unwrap_or("no reason given")
+    ));
+    let mut shown = done.clone();
+    shown.updated_at = now;
+    let event = new_event(
+        state,
+        order,
+        EventKind::RefundSucceeded,
+        refund_view(&shown),
+    );
+    Ok(Some(RefundPlan {
+        order_next: next,
+        refund_next: done,
+        entry: Some(entry),
+        event: Some(event),
+        dedupe_key,
+    }))
 }
 
 /// Holds a refund for a person, its status unchanged: a pending one stays pending and
@@ -1674,7 +1696,7 @@ pub async fn flag_refund_review(
     why: &str,
 ) -> Result<Refund, ApiError> {
     tracing::error!(refund = %refund_id, why, "refund held for review");
-    change_refund(state, refund_id, None, |refund, order, _| {
+    change_refund(state, refund_id, |refund, order, _| {
         if refund.status == RefundStatus::Succeeded || refund.review.is_some() {
             return Ok(None);
         }
@@ -1685,6 +1707,7 @@ pub async fn flag_refund_review(
             refund_next: done,
             entry: None,
             event: None,
+            dedupe_key: None,
         }))
     })
     .await

@@ -783,6 +783,19 @@ async fn cumulative_refund_totals_confirm_each_of_several_refunds_in_flight() {
     assert_eq!(refund_in(&order, &first)["status"], "succeeded");
     assert_eq!(refund_in(&order, &second)["status"], "succeeded");
     assert_eq!(refund_in(&order, &first)["review"], Value::Null);
+    // Two more ran at the wallet one after the other (10.00 then 5.00), and the later
+    // one's notification comes first: once it is confirmed, the earlier one's total
+    // (60.00) no longer counts it, and is still the earlier one's genuine total.
+    let third = pending_refund(&app, &shop, &id, "10.00").await;
+    let fourth = pending_refund(&app, &shop, &id, "5.00").await;
+    wallet_reports_refund(&app, &id, &fourth, "65.00").await;
+    wallet_reports_refund(&app, &id, &third, "60.00").await;
+    let order = get_order(&app, &shop, &id).await;
+    for late in [&third, &fourth] {
+        assert_eq!(refund_in(&order, late)["status"], "succeeded");
+        assert_eq!(refund_in(&order, late)["review"], Value::Null, "{order}");
+    }
+    assert_eq!(order["refunded"], "65.00");
     // A total nothing here explains is a mismatch: held for a person, still reserved,
     // and never sent to the wallet again.
     let odd = pending_refund(&app, &shop, &id, "10.00").await;
@@ -794,7 +807,7 @@ async fn cumulative_refund_totals_confirm_each_of_several_refunds_in_flight() {
         held["review"].as_str().unwrap().contains("99.00 CNY"),
         "{held}"
     );
-    assert_eq!(order["refundable"], "40.00");
+    assert_eq!(order["refundable"], "25.00");
     clock.advance(app.state.settings.payments.refund_check_interval_ms);
     eventually("the order leaves the reconciler", || async {
         stored_order(&app, &id).await.next_check_at.is_none()
@@ -802,8 +815,8 @@ async fn cumulative_refund_totals_confirm_each_of_several_refunds_in_flight() {
     .await;
     let order = get_order(&app, &shop, &id).await;
     assert_eq!(refund_in(&order, &odd)["status"], "pending");
-    assert_eq!(order["refunded"], "50.00");
-    assert_eq!(events_of(&app, &shop, "refund.succeeded").await.len(), 2);
+    assert_eq!(order["refunded"], "65.00");
+    assert_eq!(events_of(&app, &shop, "refund.succeeded").await.len(), 4);
     app.assert_ledger_ok().await;
 }
 
@@ -880,6 +893,45 @@ async fn a_refund_the_wallet_completes_after_reporting_it_failed_is_posted_late_
         2
     );
     assert_eq!(events_of(&app, &shop, "refund.succeeded").await.len(), 2);
+    app.assert_ledger_ok().await;
+}
+
+#[tokio::test]
+async fn a_confirmation_that_loses_the_race_to_a_failure_still_posts_the_refund() {
+    let clock = ManualClock::new(Utc::now().timestamp_millis());
+    let app = spawn_with_clock(StoreBackend::Embedded, clock.clone()).await;
+    let shop = shop(&app).await;
+    let id = paid_alipay_order(&app, &shop, "100.00").await;
+    let refund = pending_refund(&app, &shop, &id, "40.00").await;
+    let refund_id = sesame::domain::RefundId::parse(&refund).unwrap();
+    // The callback read the refund as pending; before it commits, a failure (the
+    // wallet's direct answer, or its failure callback) is recorded.
+    payments::finish_refund(&app.state, &refund_id, false, None, Some("X: no".into()))
+        .await
+        .unwrap();
+    let confirmed = payments::finish_refund(&app.state, &refund_id, true, None, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        confirmed.status,
+        sesame::domain::refund::RefundStatus::Succeeded
+    );
+    let order = get_order(&app, &shop, &id).await;
+    assert_eq!(
+        order["refunded"], "40.00",
+        "the money moved: it is on the books"
+    );
+    assert!(
+        refund_in(&order, &refund)["review"]
+            .as_str()
+            .unwrap()
+            .contains("after reporting it failed")
+    );
+    // A failure after the success never takes it back.
+    payments::finish_refund(&app.state, &refund_id, false, None, Some("X: no".into()))
+        .await
+        .unwrap();
+    assert_eq!(get_order(&app, &shop, &id).await["refunded"], "40.00");
     app.assert_ledger_ok().await;
 }
 

@@ -1124,6 +1124,7 @@ impl PaymentStore for RedisStore {
         lease: &LeaseToken,
         error: &str,
     ) -> StoreResult<bool> {
+        self.guard_durable("dead_letter_event")?;
         self.end_claim(merchant, id, lease, "dead", Some(error))
             .await
     }
@@ -1134,6 +1135,8 @@ impl PaymentStore for RedisStore {
         id: &EventId,
         now: UnixMillis,
     ) -> StoreResult<bool> {
+        // The merchant is told the resend is scheduled: it must not be lost.
+        self.guard_durable("resend_event")?;
         time("now is out of range", now)?;
         // Write-ahead, as for a commit with an event.
         self.list_merchant(merchant, &[Work::Outbox]).await?;
