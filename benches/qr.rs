@@ -1,5 +1,6 @@
 //! QR payload and rendering costs: EMVCo encode/decode, PNG/SVG/poster rendering and a
-//! render-cache hit (what a repeated plate request costs).
+//! render-cache hit (what a repeated plate request costs). Prints the payload it
+//! measures, so a reference encoder (Debian's `qrencode`) can be timed on the same one.
 
 use std::hint::black_box;
 
@@ -49,6 +50,9 @@ fn benches(c: &mut Criterion) {
     let payload = emvco::encode(&mpm).expect("benchmark plate encodes");
     let params = RenderParams::default();
     let poster = poster();
+    // The payload measured, to time another encoder on the same input, e.g.
+    // `qrencode -l M -s 16 -m 4 -o out.png "<payload>"` (Debian's qrencode).
+    println!("payload ({} bytes): {payload}", payload.len());
 
     c.bench_function("emvco_encode", |b| {
         b.iter(|| emvco::encode(black_box(&mpm)))
