@@ -935,6 +935,52 @@ async fn a_confirmation_that_loses_the_race_to_a_failure_still_posts_the_refund(
     app.assert_ledger_ok().await;
 }
 
+#[tokio::test]
+async fn a_review_flag_planned_on_a_stale_read_never_takes_a_refund_back_to_pending() {
+    let clock = ManualClock::new(Utc::now().timestamp_millis());
+    let app = spawn_with_clock(StoreBackend::Embedded, clock.clone()).await;
+    let shop = shop(&app).await;
+    let id = paid_alipay_order(&app, &shop, "100.00").await;
+    let refund = pending_refund(&app, &shop, &id, "40.00").await;
+    let refund_id = sesame::domain::RefundId::parse(&refund).unwrap();
+    // A second view of the gateway on the same store, whose order reads can be held.
+    let (mut paused, _) = sesame::startup::build_state(
+        app.state.settings.clone(),
+        app.state.clock.clone(),
+        &app.address,
+    )
+    .await
+    .unwrap();
+    let (store, gate) = crate::support::paused_store::PausedStore::wrap(app.state.store.clone());
+    paused.store = store;
+    let paused = std::sync::Arc::new(paused);
+    // The flag starts and is held at its order read; the confirmation commits in full
+    // meanwhile; then the flag goes on.
+    gate.arm();
+    let flagging = tokio::spawn({
+        let paused = paused.clone();
+        let refund_id = refund_id.clone();
+        async move { payments::flag_refund_review(&paused, &refund_id, "odd amount").await }
+    });
+    gate.reached().await;
+    payments::finish_refund(&app.state, &refund_id, true, None, None)
+        .await
+        .unwrap();
+    gate.release();
+    flagging.await.unwrap().unwrap();
+    let stored = app.state.store.refund(&refund_id).await.unwrap().unwrap();
+    assert_eq!(
+        stored.status,
+        sesame::domain::refund::RefundStatus::Succeeded,
+        "{stored:?}"
+    );
+    assert_eq!(stored.review, None, "a succeeded refund is not held");
+    let order = get_order(&app, &shop, &id).await;
+    assert_eq!(order["refunded"], "40.00");
+    assert_eq!(stored_order(&app, &id).await.refund_pending_minor, 0);
+    app.assert_ledger_ok().await;
+}
+
 /// The wallet sandboxes on a listener of their own, as `sesame sandbox` serves them,
 /// so they keep their books while the gateway restarts.
 async fn standalone_sandboxes(

@@ -2,5 +2,6 @@
 
 pub mod app;
 pub mod merchant_endpoint;
+pub mod paused_store;
 pub mod redis_server;
 pub mod stores;
