@@ -59,24 +59,30 @@ pub async fn verify(store: &DynStore) -> StoreResult<Report> {
         after = Some(last.id.clone());
         for merchant in &page {
             report.merchants += 1;
-            // Entries, orders and balances are separate reads: a payment posted between
-            // them (the gateway running) can look like a violation for one pass. A
-            // violation of the stored book is still there on the next pass, so a
-            // merchant counts as clean when any pass is, else its last pass is reported.
-            let mut pass = Report::default();
-            for _ in 0..PASSES {
-                pass = Report::default();
-                verify_merchant(store, &merchant.id, &mut pass).await?;
-                if pass.is_clean() {
-                    break;
-                }
-            }
+            let pass = settled_pass(store, &merchant.id).await?;
             report.entries += pass.entries;
             report.succeeded_orders += pass.succeeded_orders;
             report.violations.extend(pass.violations);
         }
     }
     Ok(report)
+}
+
+/// One merchant's check, repeated while it finds violations (at most [`PASSES`]).
+/// Entries, orders and balances are separate reads: a payment posted between them (the
+/// gateway running) can look like a violation for one pass, while a violation of the
+/// stored book is still there on the next. So the merchant is clean when any pass is,
+/// else its last pass is reported.
+async fn settled_pass(store: &DynStore, merchant: &MerchantId) -> StoreResult<Report> {
+    let mut pass = Report::default();
+    for _ in 0..PASSES {
+        pass = Report::default();
+        verify_merchant(store, merchant, &mut pass).await?;
+        if pass.is_clean() {
+            break;
+        }
+    }
+    Ok(pass)
 }
 
 /// The signed sum a kind of account receives in an entry (debits > 0, credits < 0).

@@ -12,7 +12,7 @@ use sesame::clock::{Clock, ManualClock};
 use sesame::config::StoreBackend;
 use sesame::domain::order::{Order, OrderStatus};
 use sesame::services::callbacks::{self, Handled};
-use sesame::services::{payments, reconciler};
+use sesame::services::{ledger_verify, payments, reconciler};
 use sesame::store::OrderChange;
 use sesame_adapters::alipay_plus::sandbox::LOCAL_CLIENT_ID;
 use sesame_adapters::alipay_plus::wire::{self, Amount, ApiResult, Notify};
@@ -24,6 +24,7 @@ use crate::payments::{
     wait_status,
 };
 use crate::support::app::{TestApp, assert_error, spawn_reachable, spawn_with_clock};
+use crate::support::paused_store::{PausedStore, Read};
 
 /// A notifyPayment signed with the Alipay+ sandbox's wallet key, `age` in the past.
 fn signed_notify(
@@ -951,12 +952,12 @@ async fn a_review_flag_planned_on_a_stale_read_never_takes_a_refund_back_to_pend
     )
     .await
     .unwrap();
-    let (store, gate) = crate::support::paused_store::PausedStore::wrap(app.state.store.clone());
+    let (store, gate) = PausedStore::wrap(app.state.store.clone());
     paused.store = store;
     let paused = std::sync::Arc::new(paused);
     // The flag starts and is held at its order read; the confirmation commits in full
     // meanwhile; then the flag goes on.
-    gate.arm();
+    gate.arm(Read::Order);
     let flagging = tokio::spawn({
         let paused = paused.clone();
         let refund_id = refund_id.clone();
@@ -979,6 +980,50 @@ async fn a_review_flag_planned_on_a_stale_read_never_takes_a_refund_back_to_pend
     assert_eq!(order["refunded"], "40.00");
     assert_eq!(stored_order(&app, &id).await.refund_pending_minor, 0);
     app.assert_ledger_ok().await;
+}
+
+#[tokio::test]
+async fn ledger_verify_beside_a_live_payment_reports_only_what_stays_wrong() {
+    let clock = ManualClock::new(Utc::now().timestamp_millis());
+    let app = spawn_with_clock(StoreBackend::Embedded, clock.clone()).await;
+    let shop = shop(&app).await;
+    paid_alipay_order(&app, &shop, "10.00").await;
+    let (store, gate) = PausedStore::wrap(app.state.store.clone());
+    let merchant = sesame::domain::MerchantId::parse(&shop.id).unwrap();
+    // One pass whose balances are read after a payment it did not see the entry of:
+    // it finds a difference that is not in the book.
+    gate.arm(Read::Balances);
+    let one_pass = tokio::spawn({
+        let (store, merchant) = (store.clone(), merchant.clone());
+        async move {
+            let mut report = ledger_verify::Report::default();
+            ledger_verify::verify_merchant(&store, &merchant, &mut report)
+                .await
+                .map(|_| report)
+        }
+    });
+    gate.reached().await;
+    paid_alipay_order(&app, &shop, "20.00").await;
+    gate.release();
+    let seen = one_pass.await.unwrap().unwrap();
+    assert!(
+        seen.violations.iter().any(|v| v.contains("stored balance")),
+        "{:?}",
+        seen.violations
+    );
+    // The whole check, with the same race on its first pass, looks again and is clean.
+    gate.arm(Read::Balances);
+    let whole = tokio::spawn({
+        let store = store.clone();
+        async move { ledger_verify::verify(&store).await }
+    });
+    gate.reached().await;
+    paid_alipay_order(&app, &shop, "30.00").await;
+    gate.release();
+    let report = whole.await.unwrap().unwrap();
+    assert!(report.is_clean(), "{:?}", report.violations);
+    assert_eq!(report.merchants, 1, "the held read was this merchant's");
+    assert_eq!(report.succeeded_orders, 3);
 }
 
 /// The wallet sandboxes on a listener of their own, as `sesame sandbox` serves them,

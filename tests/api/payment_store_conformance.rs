@@ -11,7 +11,7 @@ use sesame_adapters::money::Currency;
 
 const T0: i64 = 1_700_000_000_000;
 
-fn order(merchant: &MerchantId, created_at: i64) -> Order {
+pub fn order(merchant: &MerchantId, created_at: i64) -> Order {
     Order {
         id: OrderId::generate_for(merchant),
         merchant_id: merchant.clone(),
@@ -41,7 +41,7 @@ fn order(merchant: &MerchantId, created_at: i64) -> Order {
     }
 }
 
-fn insert(o: &Order) -> OrderChange {
+pub fn insert(o: &Order) -> OrderChange {
     OrderChange {
         order: o.clone(),
         expected_version: 0,

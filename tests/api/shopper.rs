@@ -106,13 +106,22 @@ async fn post_form(
     ua: &str,
     form: &[(&str, &str)],
 ) -> reqwest::Response {
-    app.client
-        .post(app.url(path))
-        .header("User-Agent", ua)
-        .form(form)
-        .send()
-        .await
-        .unwrap()
+    post_form_as(app, path, ua, None, form).await
+}
+
+/// A form POST, with the browser's `Cookie` header when it has one.
+async fn post_form_as(
+    app: &TestApp,
+    path: &str,
+    ua: &str,
+    cookie: Option<&str>,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut request = app.client.post(app.url(path)).header("User-Agent", ua);
+    if let Some(cookie) = cookie {
+        request = request.header("Cookie", cookie);
+    }
+    request.form(form).send().await.unwrap()
 }
 
 async fn post_pay(
@@ -254,16 +263,24 @@ async fn submit_as_payer(app: &TestApp, p: &Plated, ua: &str, amount: &str) -> (
     (id, payer_cookie(&response))
 }
 
-/// The `name=value` of the payer cookie a pay response sets.
-fn payer_cookie(response: &reqwest::Response) -> String {
-    let set = response
+/// The payer cookie's `Set-Cookie` header on a pay response.
+fn payer_set_cookie(response: &reqwest::Response) -> String {
+    response
         .headers()
         .get_all("set-cookie")
         .iter()
-        .map(|v| v.to_str().unwrap())
+        .map(|v| v.to_str().unwrap().to_owned())
         .find(|v| v.starts_with("sesame_payer="))
-        .expect("the paying browser gets a payer cookie");
-    set.split(';').next().unwrap().to_owned()
+        .expect("the paying browser gets a payer cookie")
+}
+
+/// The `name=value` of the payer cookie a pay response sets.
+fn payer_cookie(response: &reqwest::Response) -> String {
+    payer_set_cookie(response)
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned()
 }
 
 async fn get_with_cookie(app: &TestApp, path: &str, ua: &str, cookie: &str) -> String {
@@ -275,23 +292,6 @@ async fn get_with_cookie(app: &TestApp, path: &str, ua: &str, cookie: &str) -> S
         .await
         .unwrap()
         .text()
-        .await
-        .unwrap()
-}
-
-async fn post_form_with_cookie(
-    app: &TestApp,
-    path: &str,
-    ua: &str,
-    cookie: &str,
-    form: &[(&str, &str)],
-) -> reqwest::Response {
-    app.client
-        .post(app.url(path))
-        .header("User-Agent", ua)
-        .header("Cookie", cookie)
-        .form(form)
-        .send()
         .await
         .unwrap()
 }
@@ -1046,11 +1046,11 @@ async fn cancelling_on_the_wechat_page_closes_the_payment_and_says_so() {
         other.contains("id=\"jsapi\"") && !other.contains("/cancel"),
         "{other}"
     );
-    let cancelled = post_form_with_cookie(
+    let cancelled = post_form_as(
         &app,
         &format!("/o/{id}/cancel"),
         WECHAT_UA,
-        &cookie,
+        Some(&cookie),
         &[("nonce", &nonce_of(&html))],
     )
     .await;
@@ -1095,13 +1095,7 @@ async fn only_the_browser_that_started_a_plate_payment_can_cancel_it() {
     )
     .await;
     let third = order_id_in(&location(&response));
-    let set = response
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .map(|v| v.to_str().unwrap().to_owned())
-        .find(|v| v.starts_with("sesame_payer="))
-        .unwrap();
+    let set = payer_set_cookie(&response);
     assert!(set.contains(&format!("; Path=/o/{third};")), "{set}");
     assert!(
         set.contains("HttpOnly") && set.contains("SameSite=Lax"),
@@ -1120,28 +1114,24 @@ async fn only_the_browser_that_started_a_plate_payment_can_cancel_it() {
     let cancel = format!("/o/{id}/cancel");
     let form = [("nonce", nonce.as_str()), ("next", "shop")];
     for forged in [
-        String::new(),
-        other_cookie.clone(),
-        format!("sesame_payer={}", "a".repeat(26)),
-        format!(
+        None,
+        Some(other_cookie.clone()),
+        Some(format!("sesame_payer={}", "a".repeat(26))),
+        Some(format!(
             "sesame_payer={}x",
             cookie.trim_start_matches("sesame_payer=")
-        ),
+        )),
     ] {
-        let refused = if forged.is_empty() {
-            post_form(&app, &cancel, MPAY_UA, &form).await
-        } else {
-            post_form_with_cookie(&app, &cancel, MPAY_UA, &forged, &form).await
-        };
-        assert_eq!(refused.status(), StatusCode::SEE_OTHER, "{forged}");
-        assert_eq!(location(&refused), path, "{forged}");
+        let refused = post_form_as(&app, &cancel, MPAY_UA, forged.as_deref(), &form).await;
+        assert_eq!(refused.status(), StatusCode::SEE_OTHER, "{forged:?}");
+        assert_eq!(location(&refused), path, "{forged:?}");
         assert_eq!(get_order(&app, &p.shop, &id).await["status"], "pending");
     }
     assert_eq!(
         get_order(&app, &p.shop, &other_id).await["status"],
         "pending"
     );
-    let back = post_form_with_cookie(&app, &cancel, MPAY_UA, &cookie, &form).await;
+    let back = post_form_as(&app, &cancel, MPAY_UA, Some(&cookie), &form).await;
     assert_eq!(location(&back), format!("/q/{}", p.token));
     assert_eq!(get_order(&app, &p.shop, &id).await["status"], "expired");
     app.assert_ledger_ok().await;
@@ -1173,16 +1163,47 @@ async fn nobody_cancels_a_merchants_gateway_order_from_a_shopper_page() {
         &sesame::services::shopper::cancel_subject(&oid),
     );
     let seal = sesame::services::shopper::payer_seal(&app.state, &oid);
-    let refused = post_form_with_cookie(
+    let refused = post_form_as(
         &app,
         &format!("/o/{id}/cancel"),
         PLAIN_UA,
-        &format!("sesame_payer={seal}"),
+        Some(&format!("sesame_payer={seal}")),
         &[("nonce", &nonce)],
     )
     .await;
     assert_eq!(location(&refused), format!("/o/{id}"));
     assert_eq!(get_order(&app, &shop, &id).await["status"], "pending");
+}
+
+#[tokio::test]
+async fn a_merchant_that_no_longer_takes_payments_gets_none_started() {
+    let app = spawn_reachable(StoreBackend::Embedded, |_| {}).await;
+    let now = chrono::Utc::now().timestamp_millis();
+    let (mut bundle, _) = crate::store_conformance::bundle("Closed Cafe", now);
+    bundle.merchant.status = sesame::domain::merchant::MerchantStatus::Suspended;
+    app.state.store.create_merchant(&bundle).await.unwrap();
+    // A gateway order made before the merchant stopped, still waiting for a wallet.
+    let mut order = crate::payment_store_conformance::order(&bundle.merchant.id, now);
+    (order.brand, order.adapter) = (None, None);
+    app.state
+        .store
+        .commit(&crate::payment_store_conformance::insert(&order), now)
+        .await
+        .unwrap();
+    let id = order.id.to_string();
+    let nonce = form_nonce(&app, &format!("/o/{id}"), PLAIN_UA).await;
+    let refused = post_form(
+        &app,
+        &format!("/o/{id}/pay"),
+        PLAIN_UA,
+        &[("nonce", &nonce), ("wallet", "alipay_hk")],
+    )
+    .await;
+    assert_eq!(refused.status(), StatusCode::NOT_FOUND);
+    let (status, _, _) = get_page(&app, &format!("/o/{id}/wallet"), PLAIN_UA, None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let stored = app.state.store.order(&order.id).await.unwrap().unwrap();
+    assert_eq!((stored.status, stored.adapter), (order.status, None));
 }
 
 #[tokio::test]
@@ -1194,21 +1215,21 @@ async fn the_pending_page_offers_a_way_back_that_closes_the_payment_first() {
     let pending = get_with_cookie(&app, &format!("/o/{id}"), MPAY_UA, &cookie).await;
     assert!(pending.contains("id=\"back\">Cancel and choose another wallet</button>"));
     // A cancel form we did not serve changes nothing.
-    let forged = post_form_with_cookie(
+    let forged = post_form_as(
         &app,
         &format!("/o/{id}/cancel"),
         MPAY_UA,
-        &cookie,
+        Some(&cookie),
         &[("nonce", "a".repeat(48).as_str()), ("next", "shop")],
     )
     .await;
     assert_eq!(location(&forged), format!("/o/{id}"));
     assert_eq!(get_order(&app, &p.shop, &id).await["status"], "pending");
-    let back = post_form_with_cookie(
+    let back = post_form_as(
         &app,
         &format!("/o/{id}/cancel"),
         MPAY_UA,
-        &cookie,
+        Some(&cookie),
         &[("nonce", &nonce_of(&pending)), ("next", "shop")],
     )
     .await;

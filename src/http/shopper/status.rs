@@ -156,8 +156,9 @@ fn status_page(
                     ),
                 });
             }
-            // Back to the shop closes this payment first, so it cannot be paid twice.
-            if plate.is_some() && may_cancel(state, req, order) {
+            // Back to the shop closes this payment first, so it cannot be paid twice;
+            // offered only to the browser that started this plate payment.
+            if may_cancel(state, req, order) {
                 cancel = Some(CancelForm {
                     action: format!("{self_href}/cancel"),
                     nonce: shopper::issue_form(state, &shopper::cancel_subject(&order.id)),

@@ -1,10 +1,11 @@
-//! A store that holds one chosen read until the test lets it go: it puts a write of
+//! A store that holds one chosen read (an order's, or a merchant's balances) until the
+//! test lets it go: it puts a write of
 //! another task exactly between two reads of a service operation, so a race that
 //! timing would hit only sometimes is run every time. Everything else is passed to the
 //! real store unchanged.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use sesame::domain::event::{DeliveryStatus, Event};
@@ -21,18 +22,25 @@ use sesame::store::{
 };
 use tokio::sync::Notify;
 
-/// Holds the next `order()` read once armed, until released.
+/// The reads a [`Gate`] can hold.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Read {
+    Order,
+    Balances,
+}
+
+/// Holds the next read of one kind once armed, until released.
 #[derive(Default)]
 pub struct Gate {
-    armed: AtomicBool,
+    armed: Mutex<Option<Read>>,
     reached: Notify,
     release: Notify,
 }
 
 impl Gate {
-    /// The next `order()` read will wait for [`Gate::release`].
-    pub fn arm(&self) {
-        self.armed.store(true, Ordering::SeqCst);
+    /// The next `read` will wait for [`Gate::release`].
+    pub fn arm(&self, read: Read) {
+        *self.armed.lock().unwrap() = Some(read);
     }
 
     /// Waits until a read is held.
@@ -44,8 +52,16 @@ impl Gate {
         self.release.notify_one();
     }
 
-    async fn pass(&self) {
-        if self.armed.swap(false, Ordering::SeqCst) {
+    async fn pass(&self, read: Read) {
+        let held = {
+            let mut armed = self.armed.lock().unwrap();
+            let held = *armed == Some(read);
+            if held {
+                *armed = None;
+            }
+            held
+        };
+        if held {
             self.reached.notify_one();
             self.release.notified().await;
         }
@@ -141,7 +157,7 @@ impl PaymentStore for PausedStore {
         self.inner.commit(change, now).await
     }
     async fn order(&self, id: &OrderId) -> StoreResult<Option<Order>> {
-        self.gate.pass().await;
+        self.gate.pass(Read::Order).await;
         self.inner.order(id).await
     }
     async fn list_orders(
@@ -166,6 +182,7 @@ impl PaymentStore for PausedStore {
         self.inner.ledger_entries(merchant).await
     }
     async fn balances(&self, merchant: &MerchantId) -> StoreResult<Vec<Balance>> {
+        self.gate.pass(Read::Balances).await;
         self.inner.balances(merchant).await
     }
     async fn orders_due(&self, now: i64, limit: usize) -> StoreResult<Vec<Order>> {
